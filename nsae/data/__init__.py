@@ -1,0 +1,2 @@
+"""The data side: source models and hook sites, text streams, the shuffle buffer, norm
+statistics, and the LightningDataModule that ties them together."""

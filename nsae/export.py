@@ -1,0 +1,79 @@
+"""Export each layer's SAE in the SAELens layout, and read exports back.
+
+<run dir>/layer_<i>/cfg.json               architecture and provenance
+<run dir>/layer_<i>/sae_weights.safetensors W_enc [d_in, d_sae], b_enc, W_dec [d_sae, d_in], b_dec
+<run dir>/layer_<i>/sparsity.safetensors    "sparsity": log10 firing frequency per feature
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from nsae.saes import SAE, build_sae
+
+HOOK_NAMES = {
+    "resid_pre": "hook_resid_pre",
+    "resid_post": "hook_resid_post",
+    "attn_out": "hook_attn_out",
+    "mlp_out": "hook_mlp_out",
+}
+
+
+def export_saes(
+    sae: SAE, layers: list[int], density_LM: Tensor, out_dir: Path, meta: dict[str, Any]
+) -> list[Path]:
+    """Write one SAELens-layout folder per layer; return the folders."""
+    folders = []
+    for j, layer in enumerate(layers):
+        folder = out_dir / f"layer_{layer}"
+        folder.mkdir(parents=True, exist_ok=True)
+        cfg = {
+            **sae.export_arch(),
+            "d_in": sae.d_model,
+            "d_sae": sae.n_features,
+            "dtype": "float32",
+            "device": "cpu",
+            "model_name": meta["model_name"],
+            "hook_name": f"blocks.{layer}.{HOOK_NAMES[meta['hook_site']]}",
+            "hook_layer": layer,
+            "hook_head_index": None,
+            "apply_b_dec_to_input": True,
+            "finetuning_scaling_factor": False,
+            "normalize_activations": "none",
+            "context_size": meta["context_size"],
+            "prepend_bos": True,
+            "dataset_path": meta.get("dataset_path", ""),
+            "nsae": {
+                "sae_type": sae.name,
+                "hparams": sae.hparams(),
+                "hook_site": meta["hook_site"],
+            },
+        }
+        (folder / "cfg.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        weights = {k: v.float().cpu().contiguous() for k, v in sae.layer_state(j).items()}
+        save_file(weights, str(folder / "sae_weights.safetensors"))
+        sparsity = density_LM[j].float().clamp_min(1e-10).log10().cpu().contiguous()
+        save_file({"sparsity": sparsity}, str(folder / "sparsity.safetensors"))
+        folders.append(folder)
+    return folders
+
+
+def load(path: str | Path) -> SAE:
+    """Load one exported layer folder as a single-layer nsae SAE (eval mode)."""
+    folder = Path(path)
+    cfg = json.loads((folder / "cfg.json").read_text())
+    w = load_file(str(folder / "sae_weights.safetensors"))
+    nsae_cfg = cfg["nsae"]
+    sae = build_sae(nsae_cfg["sae_type"], 1, cfg["d_in"], cfg["d_sae"], **nsae_cfg["hparams"])
+    with torch.no_grad():
+        sae.W_enc_LDM.copy_(w["W_enc"][None])
+        sae.b_enc_LM.copy_(w["b_enc"][None])
+        sae.W_dec_LMD.copy_(w["W_dec"][None])
+        sae.b_dec_LD.copy_(w["b_dec"][None])
+    return sae.eval()

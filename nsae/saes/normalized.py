@@ -1,0 +1,34 @@
+"""`sae_type=normalized_sae`: the Normalized SAE.
+
+f = tanh(ReLU(W_e (x - b_d) + b_e + eps)), eps ~ N(0, noise_std^2) per entry, drawn in
+training mode only (never in eval, export or inference). W_d is unconstrained, so the
+decoder norms carry each feature's scale while f stays in [0, 1).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from nsae.saes.base import SAE
+
+
+class NormalizedSAE(SAE, name="normalized_sae"):
+    def __init__(self, n_layers: int, d_model: int, n_features: int, noise_std: float) -> None:
+        super().__init__(n_layers, d_model, n_features)
+        if noise_std < 0:
+            raise ValueError(f"sae.noise_std={noise_std}; valid: >= 0")
+        self.noise_std = noise_std
+
+    def activation(self, pre_BLM: Tensor) -> Tensor:
+        if self.training and self.noise_std > 0:
+            # contiguous noise: randn_like would copy pre's transposed strides, a slow path
+            noise = torch.randn(pre_BLM.shape, dtype=pre_BLM.dtype, device=pre_BLM.device)
+            pre_BLM = pre_BLM + self.noise_std * noise
+        return torch.tanh(torch.relu(pre_BLM))
+
+    def hparams(self) -> dict[str, object]:
+        return {"noise_std": self.noise_std}
+
+    def export_arch(self) -> dict[str, object]:
+        return {"architecture": "normalized_sae", "activation_fn_str": "tanh-relu"}

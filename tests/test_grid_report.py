@@ -1,0 +1,214 @@
+"""The experiment end to end: a real 12-condition multirun, W&B offline, and the report."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+HEADLINE_KEYS = {
+    "l0": "l0",
+    "explained_variance": "explained_variance",
+    "feature_suppression": "feature_suppression",
+    "reconstruction_score": "reconstruction_score",
+    "kl": "kl",
+    "l1_l0_ratio": "l1_l0_ratio",
+}
+
+
+def report(sweep: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "nsae.report", str(sweep), *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
+
+
+def run_sweep(sweep: Path, *overrides: str) -> None:
+    proc = run_cli("-m", *overrides, f"hydra.sweep.dir={sweep}", timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def grid_overrides(base: Path) -> list[str]:
+    return [
+        "experiment=nsae_grid",
+        "debug=tiny",
+        "logger=csv_wandb",
+        f"data.cache_dir={base / 'cache'}",
+        "data.cache_tokens=4096",
+    ]
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("grid")
+    run_sweep(base / "sweep", *grid_overrides(base))
+    return base / "sweep"
+
+
+def jobs(sweep: Path) -> list[Path]:
+    return sorted(p.parent for p in sweep.glob("*/metrics.json"))
+
+
+def test_grid_runs_twelve_conditions_one_dir_each(grid: Path) -> None:
+    done = jobs(grid)
+    assert len(done) == 12
+    conditions = {
+        tuple(
+            json.loads((d / "metrics.json").read_text())["condition"][k]
+            for k in ("sae_type", "normalization_method", "coeff")
+        )
+        for d in done
+    }
+    assert len(conditions) == 12
+
+
+def test_one_activation_cache_for_the_whole_grid(grid: Path) -> None:
+    """The LM ran over the training tokens once: one job built the cache, 11 reused it."""
+    caches = [json.loads((d / "metrics.json").read_text())["activation_cache"] for d in jobs(grid)]
+    assert len({c["key"] for c in caches}) == 1
+    assert sum(c["built_by_this_job"] for c in caches) == 1
+    entries = [p for p in (grid.parent / "cache").iterdir() if p.is_dir()]
+    assert len(entries) == 1
+
+
+def test_rerun_skips_finished_jobs(grid: Path) -> None:
+    before = {d: (d / "metrics.json").stat().st_mtime_ns for d in jobs(grid)}
+    proc = run_cli("-m", *grid_overrides(grid.parent), f"hydra.sweep.dir={grid}", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("skipping ") == 12
+    assert {d: (d / "metrics.json").stat().st_mtime_ns for d in jobs(grid)} == before
+
+
+def test_one_wandb_offline_run_per_job_with_tags_and_metrics(grid: Path) -> None:
+    for d in jobs(grid):
+        runs = list((d / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert len(runs) == 1, d
+        blob = runs[0].read_bytes()
+        cond = json.loads((d / "metrics.json").read_text())["condition"]
+        assert f"sae_type={cond['sae_type']}".encode() in blob
+        assert f"coeff={cond['coeff']}".encode() in blob
+        assert grid.name.encode() in blob  # the group: the sweep's name
+        assert b"eval/l0/mean" in blob and b"eval/feature_density/layer_0" in blob
+
+
+def test_beta_coefficients_follow_the_norm_statistics(grid: Path) -> None:
+    p = {"none": 0, "input_norm": 1, "input_norm_squared": 2}
+    for d in jobs(grid):
+        summary = json.loads((d / "metrics.json").read_text())
+        if summary["condition"]["coeff"] != "beta":
+            continue
+        stats = json.loads((d / "norm_stats.json").read_text())
+        alpha, k = (
+            summary["condition"]["alpha"],
+            2 - p[summary["condition"]["normalization_method"]],
+        )
+        for layer in summary["layers"]:
+            n = stats["layers"][f"layer_{layer}"]["mean"]
+            assert stats["coefficients"][f"layer_{layer}"] == pytest.approx(alpha * n**k, rel=1e-5)
+
+
+def test_report_cells_equal_each_jobs_metrics(grid: Path) -> None:
+    proc = report(grid)
+    assert proc.returncode == 0, proc.stderr
+    table = json.loads((grid / "report.json").read_text())["table"]
+    cells = 0
+    for d in jobs(grid):
+        s = json.loads((d / "metrics.json").read_text())
+        c = s["condition"]
+        cell = table[c["coeff"]][c["sae_type"]][c["normalization_method"]]
+        for key in HEADLINE_KEYS:
+            expected = s["metrics"][key]["mean"]
+            assert cell[key] == expected or (expected is None and cell[key] is None)
+        assert cell["l0_cv"] == s["cross_layer"]["l0_cv"]
+        cells += 1
+    assert cells == 12
+    md = (grid / "report.md").read_text()
+    assert "missing" not in md and "failed" not in md
+    for png in (
+        "l0_by_layer",
+        "l0_vs_norm",
+        "feature_suppression_by_layer",
+        "reconstruction_score_by_layer",
+        "decoder_norms",
+        "decoder_cosine",
+    ):
+        path = grid / "report_files" / f"{png}.png"
+        assert path.stat().st_size > 1000, png
+        assert f"report_files/{png}.png" in md
+    assert (grid / "report.html").read_text().count("<table>") >= 3
+
+
+def test_report_marks_failed_and_corrupt_jobs(grid: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "sweep"
+    shutil.copytree(grid, copy, ignore=shutil.ignore_patterns("wandb", "checkpoints"))
+    victims = jobs(copy)[:2]
+    (victims[0] / "metrics.json").unlink()  # a job that died
+    (victims[1] / "metrics.json").write_text("{not json")  # a corrupt one
+    proc = report(copy)
+    assert proc.returncode == 0
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("nsae.report: warning:")]
+    assert len(warnings) == 2
+    assert "did not finish" in warnings[0] + warnings[1] and "corrupt" in warnings[0] + warnings[1]
+    table = json.loads((copy / "report.json").read_text())["table"]
+    flat = [cell for mode in table.values() for sae in mode.values() for cell in sae.values()]
+    assert sum(c["l0"] == "failed" for c in flat) == 2
+    assert sum(isinstance(c["l0"], float) and math.isfinite(c["l0"]) for c in flat) == 10
+
+
+def test_report_errors_are_one_line(tmp_path: Path) -> None:
+    proc = report(tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"nsae.report: error: no finished job in {tmp_path} (no readable metrics.json); "
+        "0 job directories found"
+    ]
+    missing = report(tmp_path / "nope", "--wandb")
+    assert missing.stderr.strip() == (
+        f"nsae.report: error: sweep directory not found: {tmp_path / 'nope'}"
+    )
+
+
+def test_pareto_subgrid_and_matched_l0(tmp_path: Path) -> None:
+    sweep = tmp_path / "pareto"
+    run_sweep(
+        sweep,
+        "sae_type=none",
+        "normalization_method=none,input_norm_squared",
+        "coeff.scale=0.25,1,4",
+        "debug=tiny",
+        "logger=none",
+        "metrics.splice=false",
+        "data.cache=false",
+    )
+    rep = report(sweep, "--wandb")
+    assert rep.returncode == 2  # offline: the W&B report is refused in one line, files written
+    assert (
+        rep.stderr.strip()
+        .splitlines()[-1]
+        .startswith("nsae.report: error: W&B Reports need an online W&B (WANDB_MODE=offline)")
+    )
+    md = (sweep / "report.md").read_text()
+    for png in ("pareto_reconstruction_score", "pareto_fvu"):
+        assert (sweep / "report_files" / f"{png}.png").stat().st_size > 1000
+    assert "## Matched L0" in md
+    table = yaml.safe_load((ROOT / "conf/coeff/alpha.yaml").read_text())["default_alpha"]
+    defaults = [table["none"]["none"], table["none"]["input_norm_squared"]]
+    alphas = sorted(
+        json.loads(p.read_text())["condition"]["alpha"] for p in sweep.glob("*/metrics.json")
+    )
+    assert alphas == pytest.approx(sorted(a * k for a in defaults for k in (0.25, 1, 4)))

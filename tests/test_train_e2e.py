@@ -1,0 +1,131 @@
+"""End to end: `python -m nsae.train` on the embedded model, as a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import nsae
+from nsae.config import asset
+
+pytestmark = pytest.mark.slow
+N_LAYERS = 4  # the embedded model
+METRIC_KEYS = {
+    "l0",
+    "l1",
+    "l1_l0_ratio",
+    "mse",
+    "fvu",
+    "explained_variance",
+    "cosine",
+    "feature_suppression",
+    "relative_reconstruction_bias",
+    "reconstruction_score",
+    "kl",
+    "dead_fraction",
+    "norm_l0_corr",
+}
+
+
+def train_losses(run_dir: Path) -> list[float]:
+    with open(run_dir / "logs" / "metrics.csv") as fh:
+        return [float(r["train/loss"]) for r in csv.DictReader(fh) if r.get("train/loss")]
+
+
+@pytest.fixture(scope="module", params=["none", "normalized_sae"])
+def finished_run(request, tmp_path_factory) -> tuple[str, Path]:
+    from tests.conftest import run_cli
+
+    run_dir = tmp_path_factory.mktemp(request.param) / "run"
+    proc = run_cli(f"sae_type={request.param}", "debug=fast", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return request.param, run_dir
+
+
+def test_run_directory_contents(finished_run) -> None:
+    _, run_dir = finished_run
+    for name in ("config.yaml", "norm_stats.json", "metrics.json", "checkpoints/last.ckpt"):
+        assert (run_dir / name).is_file(), name
+    for layer in range(N_LAYERS):
+        for name in ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors"):
+            assert (run_dir / f"layer_{layer}" / name).is_file()
+
+
+def test_metrics_json_has_every_layer_and_mean(finished_run) -> None:
+    sae_type, run_dir = finished_run
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["condition"]["sae_type"] == sae_type
+    assert summary["layers"] == list(range(N_LAYERS))
+    assert summary["steps"] == 40
+    metrics = summary["metrics"]
+    assert set(metrics) >= METRIC_KEYS
+    for key in METRIC_KEYS:
+        per_layer = [metrics[key][f"layer_{i}"] for i in range(N_LAYERS)]
+        assert metrics[key]["mean"] == pytest.approx(sum(per_layer) / N_LAYERS)
+    assert all(0 < metrics["l0"][f"layer_{i}"] < summary["n_features"] for i in range(N_LAYERS))
+    assert set(summary["cross_layer"]) == {"l0_cv", "norm_l0_corr"}
+    hist = summary["feature_density_histogram"]
+    for i in range(N_LAYERS):
+        h = hist[f"layer_{i}"]
+        assert sum(h["counts"]) + h["never_fired"] == summary["n_features"]
+
+
+def test_loss_fell(finished_run) -> None:
+    losses = train_losses(finished_run[1])
+    assert len(losses) >= 3
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_export_reloads_to_the_trained_weights(finished_run) -> None:
+    _, run_dir = finished_run
+    ckpt = torch.load(
+        run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )["state_dict"]
+    layer = 2
+    weights = load_file(str(run_dir / f"layer_{layer}" / "sae_weights.safetensors"))
+    torch.testing.assert_close(weights["W_enc"], ckpt["sae.W_enc_LDM"][layer])
+    torch.testing.assert_close(weights["W_dec"], ckpt["sae.W_dec_LMD"][layer])
+    sae = nsae.load(run_dir / f"layer_{layer}")
+    assert not sae.training
+    x = torch.randn(16, 1, sae.d_model)
+    torch.testing.assert_close(sae(x)[0], sae(x)[0])  # deterministic: noise is off
+
+
+def test_norm_stats_and_coefficients(finished_run) -> None:
+    _, run_dir = finished_run
+    stats = json.loads((run_dir / "norm_stats.json").read_text())
+    for i in range(N_LAYERS):
+        row = stats["layers"][f"layer_{i}"]
+        assert row["q01"] <= row["q50"] <= row["q99"] and row["mean"] > 0
+    alpha = json.loads((run_dir / "metrics.json").read_text())["condition"]["alpha"]
+    coefficients = list(stats["coefficients"].values())
+    assert len(coefficients) == N_LAYERS
+    assert coefficients == [pytest.approx(alpha)] * N_LAYERS
+
+
+def test_rerun_into_finished_dir_refuses_and_keeps_outputs(finished_run, cli) -> None:
+    _, run_dir = finished_run
+    before = (run_dir / "metrics.json").read_bytes()
+    proc = cli("debug=fast", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith("choose another hydra.run.dir")
+    assert (run_dir / "metrics.json").read_bytes() == before
+
+
+def test_embedded_assets_load_with_auto_classes() -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(asset("kjv-gpt2"))
+    tok = AutoTokenizer.from_pretrained(asset("kjv-gpt2"))
+    assert model.config.model_type == "gpt2" and model.config.n_layer >= 4
+    ids = tok("In the beginning God created the heaven", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        loss = model(ids, labels=ids).loss.item()
+    stats = json.loads(Path(asset("kjv-gpt2/training_stats.json")).read_text())
+    assert stats["heldout_loss_nats"] < stats["unigram_entropy_nats"] - 1.0
+    assert loss < stats["unigram_entropy_nats"]
