@@ -48,7 +48,13 @@ def check_group_choices(overrides: list[str]) -> None:
     for arg in overrides:
         key, sep, value = arg.partition("=")
         group = key.lstrip("+~")
-        if not sep or not (CONF_DIR / group).is_dir() or any(c in value for c in "()[]{}$"):
+        hydra_own = group.startswith("hydra/")  # e.g. hydra/launcher: Hydra's plugins add options
+        if (
+            hydra_own
+            or not sep
+            or not (CONF_DIR / group).is_dir()
+            or any(c in value for c in "()[]{}$")
+        ):
             continue
         options = group_options(group)
         for choice in value.split(","):

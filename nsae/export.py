@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from nsae.errors import NsaeError
 from nsae.saes import SAE, build_sae
 
 HOOK_NAMES = {
@@ -26,9 +27,22 @@ HOOK_NAMES = {
 
 
 def export_saes(
-    sae: SAE, layers: list[int], density_LM: Tensor, out_dir: Path, meta: dict[str, Any]
+    sae: SAE,
+    layers: list[int],
+    density_LM: Tensor,
+    out_dir: Path,
+    meta: dict[str, Any],
+    overwrite: bool = False,
 ) -> list[Path]:
-    """Write one SAELens-layout folder per layer; return the folders."""
+    """Write one SAELens-layout folder per layer; return the folders. A folder that already
+    holds an export is refused (nothing is written) unless `overwrite`."""
+    taken = [
+        str(out_dir / f"layer_{i}") for i in layers if (out_dir / f"layer_{i}/cfg.json").exists()
+    ]
+    if taken and not overwrite:
+        raise NsaeError(
+            f"{taken[0]} already holds an export of another run; export into an empty directory"
+        )
     folders = []
     for j, layer in enumerate(layers):
         folder = out_dir / f"layer_{layer}"

@@ -68,10 +68,11 @@ class LayerMetric(Metric):
             shape = tuple(size[d] for d in dims)
             self.add_state(name, torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, x_BLD: Tensor, x_hat_BLD: Tensor, f_BLM: Tensor) -> None:
-        self.update_batch(Batch(x_BLD, x_hat_BLD, f_BLM))
+    def update(self, *args: Tensor | Batch) -> None:
+        """From one shared `Batch`, or from the tensors (x_BLD, x_hat_BLD, f_BLM)."""
+        self.accumulate(args[0] if isinstance(args[0], Batch) else Batch(*args))
 
-    def update_batch(self, b: Batch) -> None:
+    def accumulate(self, b: Batch) -> None:
         for name, value in self.batch_sums(b).items():
             setattr(self, name, getattr(self, name) + value.double())
 
@@ -257,7 +258,7 @@ class SAEMetrics(nn.Module):
         """Update every metric from one shared `Batch`; return it for further metrics."""
         b = Batch(x_BLD, x_hat_BLD, f_BLM)
         for metric in self.metrics.values():
-            metric.update_batch(b)
+            metric.update(b)
         return b
 
     def compute(self) -> dict[str, Tensor]:
@@ -353,7 +354,7 @@ class RecentFiring(LayerMetric):
         self.add_state("last_fired", never, dist_reduce_fx="max")
         self.add_state("step", torch.zeros((), dtype=torch.float64), dist_reduce_fx="max")
 
-    def update_batch(self, b: Batch) -> None:
+    def accumulate(self, b: Batch) -> None:
         fired_LM = b.active_BLM.any(0)
         self.last_fired = torch.where(fired_LM, self.step, self.last_fired)
         self.step = self.step + 1

@@ -75,7 +75,7 @@ class SAEModule(L.LightningModule):
                 f"({', '.join(bad) or 'all layers'}); lower optim.lr or check the inputs"
             )
         batch = self.train_metrics.update(x_BLD, x_hat_BLD, f_BLM)
-        self.recent.update_batch(batch)
+        self.recent.update(batch)
         self.log("train/loss", parts.total, prog_bar=True)
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             values = self.train_metrics.compute() | {"dead_fraction": self.dead_fraction()}
@@ -113,7 +113,7 @@ class SAEModule(L.LightningModule):
         dm = self.trainer.datamodule
         x_NLD, keep_BT = dm.harvest(ids_BT)
         x_hat_NLD, f_NLM = self.sae(x_NLD)
-        self.density.update_batch(self.val_metrics.update(x_NLD, x_hat_NLD, f_NLM))
+        self.density.update(self.val_metrics.update(x_NLD, x_hat_NLD, f_NLM))
         if not splice:
             return
         lm, ids_BT = dm.harvester, ids_BT.to(x_NLD.device)
@@ -150,7 +150,9 @@ class SAEModule(L.LightningModule):
                     f"{self.global_step}; it is not logged and is null in metrics.json"
                 )
         flat = self._flatten(stage, values)
-        self.log_dict({k: v for k, v in flat.items() if v is not None})
+        # The values are already global (the metrics sync their sums); sync_dist only tells
+        # Lightning so, averaging identical values across ranks.
+        self.log_dict({k: v for k, v in flat.items() if v is not None}, sync_dist=True)
         self._log_density_histograms(stage, density_LM)
         self.eval_density = density_LM
         return values

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,13 +26,18 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nsae.config import check_group_choices, validate
 from nsae.errors import NsaeError
+from nsae.launch import check_allocation, end_process_group, global_rank, local_ranks
 
 log = logging.getLogger(__name__)
 SAE_COMMON_KEYS = ("type", "expansion_factor", "init_b_dec")
 
 
 def fail(err: Exception) -> None:
-    print(f"nsae: error: {err}", file=sys.stderr)
+    print(f"nsae: error: {err}", file=sys.stderr, flush=True)
+    if os.environ.get("SUBMITIT_EXECUTOR"):
+        # In a submitit job an exception, not an exit, is what records the job as failed
+        # (and what the launcher re-raises), also on clusters without Slurm accounting.
+        raise NsaeError(str(err)) from None
     sys.exit(2)
 
 
@@ -42,16 +48,20 @@ def write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
-def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> str | None:
-    """Refuse to overwrite an earlier run; with resume=true return the checkpoint to resume
-    (after checking that it was written under the same configuration)."""
+def prepare_run_dir(cfg: DictConfig, run_dir: Path, rank: int = 0) -> str | None:
+    """Refuse to overwrite an earlier run; with resume=true (or in a Slurm job that was
+    requeued) return the checkpoint to resume, after checking that it was written under the
+    same configuration. Every rank checks (what it checks changes only after training
+    starts), so all ranks stop together; only rank 0 writes."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    requeued = int(os.environ.get("SLURM_RESTART_COUNT", 0)) > 0 and last.is_file()
+    resume = bool(cfg.get("resume", False)) or requeued
     if (run_dir / "metrics.json").exists():
         raise NsaeError(
             f"{run_dir} already holds a finished run (metrics.json); choose another hydra.run.dir"
         )
-    last = run_dir / "checkpoints" / "last.ckpt"
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    if cfg.get("resume", False):
+    if resume:
         if not last.is_file():
             raise NsaeError(
                 f"resume=true but {last} does not exist; valid: a run directory "
@@ -74,8 +84,17 @@ def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> str | None:
             f"{run_dir} holds an interrupted run; continue it with resume=true, "
             "or choose another hydra.run.dir"
         )
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+    if rank == 0:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
     return None
+
+
+def cluster_plugins() -> list:
+    """Under Slurm, requeue on timeout or preemption belongs to submitit (whose requeued
+    job resumes from last.ckpt, see prepare_run_dir), so Lightning's own is switched off."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -88,8 +107,21 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def run(cfg: DictConfig, run_dir: Path, callbacks: list | None = None) -> dict[str, Any]:
-    """Train and evaluate one condition; return the metrics.json content. `callbacks` are
-    extra Lightning callbacks (benchmarks use them to watch a run)."""
+    """Train and evaluate one condition on all of its ranks; return the metrics.json content
+    (empty on ranks other than 0). `callbacks` are extra Lightning callbacks (benchmarks use
+    them to watch a run)."""
+    check_allocation(cfg.trainer)
+    ckpt_path = prepare_run_dir(cfg, run_dir, global_rank())
+    with local_ranks(cfg.trainer, run_dir, resume=ckpt_path is not None):
+        try:
+            return _fit_and_evaluate(cfg, run_dir, ckpt_path, callbacks)
+        finally:
+            end_process_group()
+
+
+def _fit_and_evaluate(
+    cfg: DictConfig, run_dir: Path, ckpt_path: str | None, callbacks: list | None
+) -> dict[str, Any]:
     import lightning as L
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -100,7 +132,6 @@ def run(cfg: DictConfig, run_dir: Path, callbacks: list | None = None) -> dict[s
     from nsae.module import SAEModule
     from nsae.saes import build_sae
 
-    ckpt_path = prepare_run_dir(cfg, run_dir)
     try:
         model_cfg = AutoConfig.from_pretrained(cfg.source.name)
     except OSError as err:
@@ -141,6 +172,7 @@ def run(cfg: DictConfig, run_dir: Path, callbacks: list | None = None) -> dict[s
         logger=loggers or False,
         callbacks=[checkpoint, *(callbacks or [])],
         default_root_dir=str(run_dir),
+        plugins=cluster_plugins(),
     )
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     started = time.perf_counter()
@@ -167,6 +199,7 @@ def run(cfg: DictConfig, run_dir: Path, callbacks: list | None = None) -> dict[s
             "context_size": cfg.data.context_size,
             "dataset_path": str(cfg.data.path),
         },
+        overwrite=ckpt_path is not None,  # a resumed run replaces its own partial export
     )
     summary = {
         "condition": {

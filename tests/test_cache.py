@@ -34,6 +34,17 @@ def test_build_once_then_read_back(tmp_path: Path) -> None:
     assert sorted(epoch[:, 0, 0].tolist()) == sorted(torch.cat(data)[:300, 0, 0].tolist())
 
 
+@pytest.mark.parametrize("skip", [0, 2, 3, 7])
+def test_resuming_at_a_data_position_continues_the_same_sequence(tmp_path, skip) -> None:
+    cache = ActivationCache(tmp_path, FIELDS, "float32")
+    cache.ensure(lambda: iter(chunks()), 300)  # 3 chunks of 100 per epoch
+    full = cache.chunks(100, torch.device("cpu"), seed=5)
+    expected = [next(full) for _ in range(skip + 4)][skip:]
+    resumed = cache.chunks(100, torch.device("cpu"), seed=5, skip=skip)
+    for want in expected:
+        torch.testing.assert_close(next(resumed), want, rtol=0, atol=0)
+
+
 def test_key_depends_on_fields_and_dtype(tmp_path: Path) -> None:
     a = ActivationCache(tmp_path, FIELDS)
     assert a.key != ActivationCache(tmp_path, {**FIELDS, "layers": [0]}).key

@@ -51,6 +51,9 @@ def test_sigkill_then_resume_reaches_final_step(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert 40 <= step < 120 and not (run_dir / "metrics.json").exists()
+    killed = torch.load(last, map_location="cpu", weights_only=False)
+    position = killed["ActivationDataModule"]["chunks_drawn"]
+    assert position >= killed["global_step"] * 256 // (8 * 128)  # data position is saved
     config_before = (run_dir / "config.yaml").read_text()
 
     again = run_cli(*ARGS, f"hydra.run.dir={run_dir}")  # without resume: refused, untouched
@@ -65,4 +68,10 @@ def test_sigkill_then_resume_reaches_final_step(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert summary["steps"] == 120
+    final = torch.load(last, map_location="cpu", weights_only=False)
+    # The resumed stream went on from the saved position instead of starting over.
+    assert final["ActivationDataModule"]["chunks_drawn"] >= position + (120 - step) * 256 // 1024
+    assert (
+        final["ActivationDataModule"]["norm_stats"] == killed["ActivationDataModule"]["norm_stats"]
+    )
     assert set(summary["metrics"]) >= {"l0", "l1", "mse", "fvu"}

@@ -129,3 +129,68 @@ def test_embedded_assets_load_with_auto_classes() -> None:
     stats = json.loads(Path(asset("kjv-gpt2/training_stats.json")).read_text())
     assert stats["heldout_loss_nats"] < stats["unigram_entropy_nats"] - 1.0
     assert loss < stats["unigram_entropy_nats"]
+
+
+def bank_from_checkpoint(run_dir: Path):
+    """The trained SAE bank (all layers) rebuilt from last.ckpt, in eval mode."""
+    from nsae.saes import build_sae
+
+    state = torch.load(
+        run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )["state_dict"]
+    cfg = json.loads((run_dir / "layer_0" / "cfg.json").read_text())
+    bank = build_sae(
+        cfg["nsae"]["sae_type"], N_LAYERS, cfg["d_in"], cfg["d_sae"], **cfg["nsae"]["hparams"]
+    )
+    bank.load_state_dict({k.removeprefix("sae."): v for k, v in state.items() if k[:4] == "sae."})
+    return bank.eval()
+
+
+def test_export_round_trip_gives_identical_reconstructions(finished_run) -> None:
+    _, run_dir = finished_run
+    bank = bank_from_checkpoint(run_dir)
+    x_BLD = 10 * torch.randn(64, N_LAYERS, bank.d_model)
+    with torch.no_grad():
+        x_hat_BLD, f_BLM = bank(x_BLD)
+        for layer in range(N_LAYERS):
+            x_hat, f = nsae.load(run_dir / f"layer_{layer}")(x_BLD[:, layer : layer + 1])
+            torch.testing.assert_close(x_hat[:, 0], x_hat_BLD[:, layer], rtol=0, atol=1e-5)
+            torch.testing.assert_close(f[:, 0], f_BLM[:, layer], rtol=0, atol=1e-6)
+
+
+def test_saelens_loads_the_export_with_the_same_reconstruction(finished_run) -> None:
+    pytest.importorskip("sae_lens", reason="sae-lens is an optional extra: .[saelens]")
+    import nsae.saelens
+
+    sae_type, run_dir = finished_run
+    folder = run_dir / "layer_1"
+    lens = nsae.saelens.load(str(folder))
+    expected = "standard" if sae_type == "none" else "normalized_sae"
+    assert lens.cfg.architecture() == expected
+    if sae_type == "none":  # SAELens' own class, no help from nsae
+        from sae_lens import StandardSAE
+
+        assert type(lens) is StandardSAE
+    ours = nsae.load(folder)
+    x_BD = 10 * torch.randn(64, ours.d_model)
+    with torch.no_grad():
+        x_hat_ours = ours(x_BD[:, None])[0][:, 0]
+        torch.testing.assert_close(lens(x_BD), x_hat_ours, rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            lens.encode(x_BD), ours(x_BD[:, None])[1][:, 0], rtol=0, atol=1e-6
+        )
+
+
+def test_export_refuses_a_folder_holding_another_export(finished_run, tmp_path) -> None:
+    from nsae.errors import NsaeError
+    from nsae.export import export_saes
+
+    _, run_dir = finished_run
+    bank = bank_from_checkpoint(run_dir)
+    before = (run_dir / "layer_0" / "sae_weights.safetensors").read_bytes()
+    density = torch.zeros(N_LAYERS, bank.n_features)
+    meta = {"model_name": "m", "hook_site": "resid_post", "context_size": 8}
+    with pytest.raises(NsaeError, match="already holds an export"):
+        export_saes(bank, list(range(N_LAYERS)), density, run_dir, meta)
+    assert (run_dir / "layer_0" / "sae_weights.safetensors").read_bytes() == before
+    assert len(export_saes(bank, list(range(N_LAYERS)), density, tmp_path, meta)) == N_LAYERS

@@ -26,6 +26,7 @@ class ShuffleBuffer:
             )
         self.chunks, self.capacity, self.batch_size, self.seed = chunks, capacity, batch_size, seed
         self._leftover: Tensor | None = None
+        self.chunks_taken = 0  # the data position: chunks drawn into the buffer so far
 
     def _take(self, it: Iterator[Tensor], n: int) -> Tensor:
         parts, have = [], 0
@@ -34,6 +35,7 @@ class ShuffleBuffer:
             have = len(self._leftover)
         while have < n:
             chunk = next(it)
+            self.chunks_taken += 1
             parts.append(chunk)
             have += len(chunk)
         rows = torch.cat(parts) if len(parts) > 1 else parts[0]

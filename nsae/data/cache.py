@@ -124,10 +124,17 @@ class ActivationCache:
             )
 
     def chunks(
-        self, chunk_tokens: int, device: torch.device, seed: int, rank: int = 0, world: int = 1
+        self,
+        chunk_tokens: int,
+        device: torch.device,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        skip: int = 0,
     ) -> Iterator[Tensor]:
         """Endless float32 chunks [chunk_tokens, L, D] on `device`: each epoch visits this
-        rank's share of the chunks in a new random order."""
+        rank's share of the chunks in a new random order. The first `skip` chunks of the
+        sequence are passed over without being read (resuming at a data position)."""
         acts = np.load(self.dir / "acts.npy", mmap_mode="r")
         starts = np.arange(0, len(acts) - chunk_tokens + 1, chunk_tokens)[rank::world]
         if len(starts) == 0:
@@ -136,6 +143,11 @@ class ActivationCache:
             )
         rng = np.random.default_rng(seed)
         while True:
-            for s in rng.permutation(starts):
+            order = rng.permutation(starts)
+            if skip >= len(order):
+                skip -= len(order)
+                continue
+            order, skip = order[skip:], 0
+            for s in order:
                 block = torch.from_numpy(np.array(acts[s : s + chunk_tokens]))  # a copy
                 yield block.to(device, non_blocking=True).float()

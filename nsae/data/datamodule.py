@@ -64,6 +64,10 @@ class ActivationDataModule(L.LightningDataModule):
         self.eval_ids = torch.empty(0, 0, dtype=torch.long)  # this rank's evaluation contexts
         self.cache: ActivationCache | None = None
         self.cache_built = False
+        # The training stream's position, saved in checkpoints: the step whose seed drew
+        # its order, and the chunks it had drawn before this process started.
+        self.stream_step, self.chunks_skipped = 0, 0
+        self.buffer: ShuffleBuffer | None = None
 
     # -- set-up ----------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -139,16 +143,34 @@ class ActivationDataModule(L.LightningDataModule):
 
     # -- loaders ---------------------------------------------------------------------------
     def train_dataloader(self) -> ShuffleBuffer:
-        # A resumed run draws a fresh order instead of replaying the data it already saw.
-        step = self.trainer.global_step if self.trainer else 0
-        seed = hash((self.seed, self.rank, step)) % 2**31
+        """This rank's training stream. A resumed run continues the same stream after the
+        chunks it had drawn (the buffer's unserved tokens at the checkpoint are skipped)."""
+        seed = hash((self.seed, self.rank, self.stream_step)) % 2**31
+        skip = self.chunks_skipped
         if self.cache is not None:
             chunk = self.data.harvest_batch * self.data.context_size
-            chunks = self.cache.chunks(chunk, self.device, seed, self.rank, self.world)
+            chunks = self.cache.chunks(chunk, self.device, seed, self.rank, self.world, skip)
         else:
             contexts = self._context_batches(self.data.train_split, repeat=True, sharded=True)
-            chunks = (self.harvest(c)[0] for c in contexts)
-        return ShuffleBuffer(chunks, self.data.buffer_tokens, self.data.batch_size, seed=seed)
+            chunks = (self.harvest(c)[0] for c in itertools.islice(contexts, skip, None))
+        self.buffer = ShuffleBuffer(
+            chunks, self.data.buffer_tokens, self.data.batch_size, seed=seed
+        )
+        return self.buffer
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints (from rank 0; every rank draws chunks at the same rate)."""
+        taken = self.buffer.chunks_taken if self.buffer is not None else 0
+        return {
+            "stream_step": self.stream_step,
+            "chunks_drawn": self.chunks_skipped + taken,
+            "norm_stats": self.norm_stats,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stream_step = state["stream_step"]
+        self.chunks_skipped = state["chunks_drawn"]
+        self.norm_stats = state["norm_stats"]
 
     def val_dataloader(self) -> DataLoader:
         """Batches of this rank's evaluation contexts, [B, T]."""
