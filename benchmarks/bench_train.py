@@ -16,6 +16,7 @@ import time
 
 import lightning as L
 import torch
+from common import bare_step
 from omegaconf import OmegaConf
 
 from nsae.data.buffer import ShuffleBuffer
@@ -57,12 +58,7 @@ def bare_loop(
     opt = torch.optim.Adam(sae.parameters(), lr=1e-3)
     start = time.perf_counter()
     for x in batches:
-        x_hat, f = sae(x)
-        loss_fn(x, x_hat, f).total.backward()
-        sae.before_optimizer_step()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sae.after_optimizer_step()
+        bare_step(sae, loss_fn, opt, x)
     return len(batches) / (time.perf_counter() - start)
 
 

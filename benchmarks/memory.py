@@ -12,9 +12,8 @@ import tempfile
 from pathlib import Path
 
 import lightning as L
-from hydra import compose, initialize_config_dir
+from common import config
 
-from nsae.config import CONF_DIR
 from nsae.train import run
 
 
@@ -47,8 +46,7 @@ def main() -> None:
         "data.cache_dir=" + tempfile.mkdtemp(),
         *args.overrides,
     ]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
+    cfg = config(*overrides)
     with tempfile.TemporaryDirectory() as out:
         run(cfg, Path(out), callbacks=[probe])
     a, b = probe.rss[100], probe.rss[args.steps]

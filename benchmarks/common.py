@@ -1,0 +1,60 @@
+"""Helpers shared by the benchmarks: compose nsae's config, time a run's training loop, and
+the bare PyTorch SAE step the baselines use."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from nsae.config import CONF_DIR
+from nsae.loss import SAELoss
+from nsae.saes import SAE
+from nsae.train import run
+
+
+def config(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+class FitTimer(L.Callback):
+    """Wall time of the training loop alone, from step `skip` to the end of fit (no set-up,
+    final evaluation or export); `steps` is the number of steps timed."""
+
+    def __init__(self, skip: int = 0) -> None:
+        self.skip, self.t0, self.t1, self.steps = skip, 0.0, 0.0, 0
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if trainer.global_step == self.skip:
+            self.t0, self.first = time.perf_counter(), trainer.global_step
+
+    def on_train_end(self, trainer, *args) -> None:
+        self.t1, self.steps = time.perf_counter(), trainer.global_step - self.first
+
+    @property
+    def seconds(self) -> float:
+        return self.t1 - self.t0
+
+
+def timed_run(cfg: DictConfig, skip: int = 0) -> FitTimer:
+    """Run one job in this process into a temporary directory; return its training timer."""
+    timer = FitTimer(skip)
+    with tempfile.TemporaryDirectory() as out:
+        run(cfg, Path(out), callbacks=[timer])
+    return timer
+
+
+def bare_step(sae: SAE, loss_fn: SAELoss, opt: torch.optim.Optimizer, x_BLD: torch.Tensor) -> None:
+    """One SAE-bank step with no framework: loss, backward, decoder constraint, Adam."""
+    x_hat_BLD, f_BLM = sae(x_BLD)
+    loss_fn(x_BLD, x_hat_BLD, f_BLM).total.backward()
+    sae.before_optimizer_step()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    sae.after_optimizer_step()
