@@ -106,6 +106,14 @@ def validate(cfg: Any, n_layers: int, max_positions: int | None) -> list[int]:
     ] + (["cache_tokens"] if cfg.data.get("cache") else [])
     for key in sizes:
         check_positive(f"data.{key}", cfg.data[key])
+    every, log_every = cfg.metrics.get("train_every_n_steps", 1), cfg.trainer.log_every_n_steps
+    check_positive("metrics.train_every_n_steps", every)
+    if every > log_every:
+        raise NsaeError(
+            f"metrics.train_every_n_steps={every} exceeds trainer.log_every_n_steps="
+            f"{log_every}, so some logged windows would have no training metrics; "
+            f"valid: 1..{log_every}"
+        )
     if max_positions is not None and cfg.data.context_size > max_positions:
         raise NsaeError(
             f"data.context_size={cfg.data.context_size} exceeds the model's maximum "

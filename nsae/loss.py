@@ -37,6 +37,9 @@ class LossParts:
     total: Tensor  # scalar: sum over layers
     recon_L: Tensor  # mean_tokens(r) per layer (detached)
     sparsity_L: Tensor  # mean_tokens(s) per layer (detached)
+    # Per-token quantities the training metrics reuse instead of recomputing (detached):
+    sq_err_BL: Tensor  # ||x_hat - x||^2
+    l1_BL: Tensor  # sum_j |f_j|
 
 
 class SAELoss(nn.Module):
@@ -55,10 +58,13 @@ class SAELoss(nn.Module):
         self.register_buffer("coeff_L", coeff_L.detach().clone().float())
 
     def forward(self, x_BLD: Tensor, x_hat_BLD: Tensor, f_BLM: Tensor) -> LossParts:
-        r_BL = (x_hat_BLD - x_BLD).pow(2).sum(-1)
+        sq_err_BL = (x_hat_BLD - x_BLD).pow(2).sum(-1)
+        r_BL = sq_err_BL
         if self.p:
             r_BL = r_BL / x_BLD.norm(dim=-1).clamp_min(self.eps).pow(self.p)
         s_BL = f_BLM.abs().sum(-1)
         recon_L, sparsity_L = r_BL.mean(0), s_BL.mean(0)
         total = (recon_L + self.coeff_L * sparsity_L).sum()
-        return LossParts(total, recon_L.detach(), sparsity_L.detach())
+        return LossParts(
+            total, recon_L.detach(), sparsity_L.detach(), sq_err_BL.detach(), s_BL.detach()
+        )

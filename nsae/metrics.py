@@ -23,16 +23,29 @@ class Batch:
     """One batch of metric inputs, with the per-token [B, L] quantities computed on demand
     and at most once (per-token sums run in float32; the metrics accumulate in float64)."""
 
-    def __init__(self, x_BLD: Tensor, x_hat_BLD: Tensor, f_BLM: Tensor) -> None:
+    def __init__(self, x_BLD: Tensor, x_hat_BLD: Tensor, f_BLM: Tensor, **known: Tensor) -> None:
+        """`known`: per-token quantities already computed elsewhere (the loss computes
+        `sq_err_BL` and `l1_BL`), used instead of computing them again."""
         self.x_BLD, self.x_hat_BLD, self.f_BLM = x_BLD.detach(), x_hat_BLD.detach(), f_BLM.detach()
+        for name, value in known.items():
+            if not isinstance(getattr(type(self), name, None), cached_property):
+                raise ValueError(f"Batch has no per-token quantity {name!r}")
+            self.__dict__[name] = value.detach()
 
     @cached_property
     def active_BLM(self) -> Tensor:
-        return self.f_BLM > 0
+        """1.0 where a feature is active (f > 0), else 0.0: float, so that sums over it are
+        plain float reductions (several times faster than on a bool tensor on the CPU)."""
+        return torch.sign(self.f_BLM).clamp_min_(0)
+
+    @cached_property
+    def fired_LM(self) -> Tensor:
+        """Whether each feature was active on any token of the batch."""
+        return self.f_BLM.amax(0) > 0
 
     @cached_property
     def l0_BL(self) -> Tensor:
-        return self.active_BLM.sum(-1, dtype=torch.float32)
+        return self.active_BLM.sum(-1)
 
     @cached_property
     def l1_BL(self) -> Tensor:
@@ -254,9 +267,10 @@ class SAEMetrics(nn.Module):
             raise ValueError(f"unknown metrics {unknown}; valid: {', '.join(METRICS)}")
         self.metrics = nn.ModuleDict({n: METRICS[n](n_layers, d_model, n_features) for n in names})
 
-    def update(self, x_BLD: Tensor, x_hat_BLD: Tensor, f_BLM: Tensor) -> Batch:
-        """Update every metric from one shared `Batch`; return it for further metrics."""
-        b = Batch(x_BLD, x_hat_BLD, f_BLM)
+    def update(self, *args: Tensor | Batch, **known: Tensor) -> Batch:
+        """Update every metric from one shared `Batch`, given or made from the tensors
+        (x_BLD, x_hat_BLD, f_BLM) and `known` quantities; return it for further metrics."""
+        b = args[0] if isinstance(args[0], Batch) else Batch(*args, **known)
         for metric in self.metrics.values():
             metric.update(b)
         return b
@@ -355,7 +369,7 @@ class RecentFiring(LayerMetric):
         self.add_state("step", torch.zeros((), dtype=torch.float64), dist_reduce_fx="max")
 
     def accumulate(self, b: Batch) -> None:
-        fired_LM = b.active_BLM.any(0)
+        fired_LM = b.fired_LM
         self.last_fired = torch.where(fired_LM, self.step, self.last_fired)
         self.step = self.step + 1
 

@@ -12,7 +12,14 @@ from torch import Tensor
 from nsae.data.norms import mean_norms
 from nsae.errors import NsaeError
 from nsae.loss import SAELoss, layer_coefficients
-from nsae.metrics import FeatureDensity, RecentFiring, SAEMetrics, SpliceMetrics, per_layer_dict
+from nsae.metrics import (
+    Batch,
+    FeatureDensity,
+    RecentFiring,
+    SAEMetrics,
+    SpliceMetrics,
+    per_layer_dict,
+)
 
 
 class SAEModule(L.LightningModule):
@@ -40,6 +47,9 @@ class SAEModule(L.LightningModule):
         self.density = FeatureDensity(L_, D, M)  # firing frequency over the evaluation set
         self.recent = RecentFiring(L_, D, M)  # for dead_fraction over recent training tokens
         self.dead_window_tokens = int(metrics.dead_window_tokens)
+        # Training metrics (a running estimate; the final evaluation is exact) use every
+        # n-th step's batch, which keeps their cost off most steps.
+        self.train_every_n_steps = int(metrics.get("train_every_n_steps", 1))
         self.eval_results: dict[str, Tensor] = {}
         self.eval_density: Tensor | None = None
         # Set once from the norm statistics; restored from checkpoints, never re-estimated.
@@ -74,10 +84,15 @@ class SAEModule(L.LightningModule):
                 f"non-finite loss {parts.total.item()} at step {self.global_step} "
                 f"({', '.join(bad) or 'all layers'}); lower optim.lr or check the inputs"
             )
-        batch = self.train_metrics.update(x_BLD, x_hat_BLD, f_BLM)
-        self.recent.update(batch)
-        self.log("train/loss", parts.total, prog_bar=True)
-        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+        batch = Batch(x_BLD, x_hat_BLD, f_BLM, sq_err_BL=parts.sq_err_BL, l1_BL=parts.l1_BL)
+        self.recent.update(batch)  # every step: dead features over the recent window
+        log_step = (self.global_step + 1) % self.trainer.log_every_n_steps == 0
+        metrics_step = self.global_step % self.train_every_n_steps == 0
+        if metrics_step:
+            self.train_metrics.update(batch)
+        if metrics_step or log_step:  # self.log costs about 1 ms: not on every step
+            self.log("train/loss", parts.total, prog_bar=True)
+        if log_step:
             values = self.train_metrics.compute() | {"dead_fraction": self.dead_fraction()}
             self.log_dict(self._flatten("train", values))
             self.train_metrics.reset()

@@ -65,6 +65,11 @@ def test_group_choice_check() -> None:
             "data file for split 'train' not found: /nonexistent/train.txt",
         ),
         (
+            "metrics.train_every_n_steps=80",
+            "metrics.train_every_n_steps=80 exceeds trainer.log_every_n_steps=50, so some "
+            "logged windows would have no training metrics; valid: 1..50",
+        ),
+        (
             "data.context_size=4096",
             "data.context_size=4096 exceeds the model's maximum positions; valid: 1..128",
         ),

@@ -192,3 +192,33 @@ def test_density_histogram_by_hand() -> None:
     assert h["counts"][0] == 1  # bin [-6, -5.5)
     assert h["counts"][6] == 1  # bin [-3, -2.5): log10(0.003) = -2.52
     assert h["counts"][11] == 1  # bin [-0.5, 0]
+
+
+@pytest.mark.parametrize("method", ["none", "input_norm_squared"])
+def test_training_metrics_reusing_the_loss_sums_match_numpy(batch, method) -> None:
+    """Training updates take ||x_hat - x||^2 and sum|f| per token from the loss."""
+    from nsae.loss import SAELoss
+
+    x, x_hat, f = batch
+    parts = SAELoss(method, torch.ones(L))(x, x_hat, f)
+    metrics = SAEMetrics(list(METRICS), L, D, M)
+    metrics.update(x, x_hat, f, sq_err_BL=parts.sq_err_BL, l1_BL=parts.l1_BL)
+    ref = numpy_reference(x.numpy(), x_hat.numpy(), f.numpy())
+    for name, value in metrics.compute().items():
+        np.testing.assert_allclose(value.numpy(), ref[name], rtol=1e-5, err_msg=name)
+
+
+def test_batch_refuses_an_unknown_known_quantity(batch) -> None:
+    from nsae.metrics import Batch
+
+    with pytest.raises(ValueError, match="no per-token quantity 'l2_BL'"):
+        Batch(*batch, l2_BL=torch.zeros(B, L))
+
+
+def test_features_that_fired_include_negative_activations_as_not_firing() -> None:
+    from nsae.metrics import Batch
+
+    f = torch.tensor([[[0.0, -1.0, 2.0]], [[0.0, -3.0, 0.0]]])  # [B=2, L=1, M=3]
+    b = Batch(torch.zeros(2, 1, 1), torch.zeros(2, 1, 1), f)
+    assert b.fired_LM.tolist() == [[False, False, True]]
+    assert b.l0_BL.tolist() == [[1.0], [0.0]]

@@ -194,3 +194,16 @@ def test_export_refuses_a_folder_holding_another_export(finished_run, tmp_path) 
         export_saes(bank, list(range(N_LAYERS)), density, run_dir, meta)
     assert (run_dir / "layer_0" / "sae_weights.safetensors").read_bytes() == before
     assert len(export_saes(bank, list(range(N_LAYERS)), density, tmp_path, meta)) == N_LAYERS
+
+
+def test_training_metrics_are_logged_at_every_logging_step(finished_run) -> None:
+    """debug=fast: 40 steps, logged every 10, metrics from every 5th batch (2 per window)."""
+    with open(finished_run[1] / "logs" / "metrics.csv") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("train/l0/layer_0")]
+    assert [int(r["step"]) for r in rows] == [9, 19, 29, 39]
+    for r in rows:
+        l0 = [float(r[f"train/l0/layer_{i}"]) for i in range(N_LAYERS)]
+        assert all(0 < v < 1024 for v in l0)
+        assert float(r["train/l0/mean"]) == pytest.approx(sum(l0) / N_LAYERS, rel=1e-5)
+        assert 0 <= float(r["train/dead_fraction/mean"]) <= 1
+        assert float(r["train/fvu/mean"]) > 0
