@@ -107,6 +107,22 @@ def test_forward_stops_after_last_needed_layer() -> None:
     assert ran == [0, 1] and acts.shape == (2, 10, 2, 32)
 
 
+@pytest.mark.parametrize("family", list(MODELS))
+def test_autocast_runs_the_forward_in_bfloat16(family: str) -> None:
+    model = MODELS[family]
+    exact = Harvester(model, [0, 1], "resid_post")(IDS)
+    harvester = Harvester(model, [0, 1], "resid_post", autocast="bfloat16")
+    cast = harvester(IDS)
+    assert not torch.equal(cast.float(), exact)  # the matmuls really ran in bfloat16
+    torch.testing.assert_close(cast.float(), exact, rtol=0.1, atol=0.1)
+    assert harvester.logits(IDS).shape[:2] == IDS.shape
+
+
+def test_bad_autocast_dtype() -> None:
+    with pytest.raises(NsaeError, match=r"source\.autocast='int8'; valid: null, bfloat16, float16"):
+        Harvester(MODELS["gpt2"], [0], "resid_post", autocast="int8")
+
+
 def test_bad_site_and_layer() -> None:
     with pytest.raises(NsaeError, match="valid: resid_pre, resid_post, attn_out, mlp_out"):
         Harvester(MODELS["gpt2"], [0], "resid_mid")

@@ -77,7 +77,9 @@ class ActivationDataModule(L.LightningDataModule):
         self.device = trainer.strategy.root_device if trainer else torch.device("cpu")
         self.rank, self.world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         model, self.tokenizer = load_source(self.source.name, self.source.get("dtype", "float32"))
-        self.harvester = Harvester(model.to(self.device), self.layers, self.source.hook_site)
+        self.harvester = Harvester(
+            model.to(self.device), self.layers, self.source.hook_site, self.source.get("autocast")
+        )
 
         n_norm, n_eval, T = self.data.n_norm_tokens, self.data.n_eval_tokens, self.data.context_size
         held = self._context_batches(self.data.eval_split, repeat=False, sharded=False)
@@ -95,6 +97,7 @@ class ActivationDataModule(L.LightningDataModule):
             "model": src.name,
             "model_files": model_fingerprint(src.name),
             "source_dtype": src.get("dtype", "float32"),
+            "source_autocast": src.get("autocast"),
             "hook_site": src.hook_site,
             "layers": list(self.layers),
             "dataset": d.path,

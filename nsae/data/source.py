@@ -8,7 +8,7 @@ family, so any Hugging Face causal LM of a known family works.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,9 +111,21 @@ def hook_point(model: nn.Module, layer: int, site: str) -> HookPoint:
 class Harvester:
     """Collects one hook site of several layers in a single, early-stopped forward pass."""
 
-    def __init__(self, model: nn.Module, layers: list[int], site: str) -> None:
+    def __init__(
+        self, model: nn.Module, layers: list[int], site: str, autocast: str | None = None
+    ) -> None:
+        """`autocast`: run the LM's forward under torch.autocast in this dtype (bfloat16
+        on a GPU), or None for the model's own dtype."""
+        if autocast is not None and autocast not in ("bfloat16", "float16"):
+            raise NsaeError(f"source.autocast={autocast!r}; valid: null, bfloat16, float16")
         self.model, self.layers, self.site = model, list(layers), site
+        self.autocast = None if autocast is None else _DTYPES[autocast]
         self.points = [hook_point(model, layer, site) for layer in self.layers]
+
+    def _precision(self, ids: Tensor) -> AbstractContextManager:
+        if self.autocast is None:
+            return nullcontext()
+        return torch.autocast(device_type=ids.device.type, dtype=self.autocast)
 
     @torch.no_grad()
     def __call__(self, input_ids_BT: Tensor) -> Tensor:
@@ -130,7 +142,7 @@ class Harvester:
 
         handles = [p.read(saver(i)) for i, p in enumerate(self.points)]
         try:
-            with suppress(_StopForward):
+            with suppress(_StopForward), self._precision(input_ids_BT):
                 self.model(input_ids_BT, use_cache=False)
         finally:
             for h in handles:
@@ -147,7 +159,8 @@ class Harvester:
         """The model's logits, with `fn` applied to one chosen layer's activation (if given)."""
         handle = None if fn is None else self.points[layer_index].replace(fn)  # type: ignore[index]
         try:
-            return self.model(input_ids_BT, use_cache=False).logits
+            with self._precision(input_ids_BT):
+                return self.model(input_ids_BT, use_cache=False).logits
         finally:
             if handle is not None:
                 handle.remove()
