@@ -38,6 +38,18 @@ def test_alpha_override_wins() -> None:
     assert compose_cfg("coeff.alpha=0.123").coeff.alpha == 0.123
 
 
+@pytest.mark.parametrize("preset", ["debug=tiny", "debug=fast", "experiment=nsae_grid"])
+def test_presets_override_the_base_config_and_pass_validation(preset: str) -> None:
+    """Presets come after config.yaml's own keys in the defaults list, so they win; and
+    each preset composes into a config that passes validation against the model."""
+    from nsae.config import validate
+
+    cfg = compose_cfg(preset)
+    if preset == "debug=tiny":
+        assert cfg.metrics.train_every_n_steps == 2  # config.yaml says 5
+    assert validate(cfg, n_layers=4, max_positions=128) == [0, 1, 2, 3]
+
+
 def test_group_choice_check() -> None:
     check_group_choices(["sae_type=none,normalized_sae", "coeff=beta", "seed=3"])
     with pytest.raises(
