@@ -42,11 +42,12 @@ class FitTimer(L.Callback):
         return self.t1 - self.t0
 
 
-def timed_run(cfg: DictConfig, skip: int = 0) -> FitTimer:
-    """Run one job in this process into a temporary directory; return its training timer."""
+def timed_run(cfg: DictConfig, skip: int = 0, watch: list | None = None) -> FitTimer:
+    """Run one job in this process into a temporary directory, with the `watch` callbacks
+    too; return its training timer."""
     timer = FitTimer(skip)
     with tempfile.TemporaryDirectory() as out:
-        run(cfg, Path(out), callbacks=[timer])
+        run(cfg, Path(out), callbacks=[timer, *(watch or [])])
     return timer
 
 

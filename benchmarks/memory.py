@@ -12,9 +12,7 @@ import tempfile
 from pathlib import Path
 
 import lightning as L
-from common import config
-
-from nsae.train import run
+from common import config, timed_run
 
 
 def rss_mib() -> float:
@@ -47,8 +45,7 @@ def main() -> None:
         *args.overrides,
     ]
     cfg = config(*overrides)
-    with tempfile.TemporaryDirectory() as out:
-        run(cfg, Path(out), callbacks=[probe])
+    timed_run(cfg, watch=[probe])
     a, b = probe.rss[100], probe.rss[args.steps]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     tokens = args.steps * cfg.data.batch_size

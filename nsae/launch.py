@@ -34,14 +34,13 @@ from typing import Any
 
 from nsae.errors import NsaeError
 
-DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK")
-
 
 def slurm_tasks() -> int:
-    """Tasks in the current Slurm step (0 outside Slurm or in an interactive shell)."""
-    if os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
-        return 0
-    return int(os.environ.get("SLURM_NTASKS", 0))
+    """Tasks in the current Slurm step (0 outside Slurm or in an interactive shell), by the
+    same test Lightning uses to pick its Slurm environment."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    return int(os.environ["SLURM_NTASKS"]) if SLURMEnvironment.detect() else 0
 
 
 def external_ranks() -> bool:
@@ -108,7 +107,7 @@ def local_ranks(trainer_cfg: Any, run_dir: Path, resume: bool) -> Iterator[None]
         "NODE_RANK": "0",
         "LOCAL_RANK": "0",
     }
-    saved = {k: os.environ.get(k) for k in DDP_ENV}
+    saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     procs: list[subprocess.Popen] = []
     try:
@@ -130,10 +129,7 @@ def local_ranks(trainer_cfg: Any, run_dir: Path, resume: bool) -> Iterator[None]
         yield
         for rank, proc in enumerate(procs, start=1):
             if proc.wait() != 0:
-                raise NsaeError(
-                    f"DDP rank {rank} exited with code {proc.returncode}; "
-                    f"see {run_dir / f'ddp_rank_{rank}.log'}"
-                )
+                raise NsaeError(_rank_failed(rank, proc.returncode, run_dir))
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -153,6 +149,10 @@ def hydra_quote(value: str) -> str:
     return f"'{escaped}'"
 
 
+def _rank_failed(rank: int, code: int, run_dir: Path) -> str:
+    return f"DDP rank {rank} exited with code {code}; see {run_dir / f'ddp_rank_{rank}.log'}"
+
+
 def _observe(procs: list[subprocess.Popen], run_dir: Path) -> None:
     """If a child rank dies, say which and stop this job instead of letting rank 0 wait
     for it in a collective until the process-group timeout."""
@@ -160,12 +160,8 @@ def _observe(procs: list[subprocess.Popen], run_dir: Path) -> None:
         for rank, proc in enumerate(procs, start=1):
             code = proc.poll()
             if code not in (None, 0):
-                print(
-                    f"nsae: error: DDP rank {rank} exited with code {code}; "
-                    f"see {run_dir / f'ddp_rank_{rank}.log'}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                message = _rank_failed(rank, code, run_dir)
+                print(f"nsae: error: {message}", file=sys.stderr, flush=True)
                 for other in procs:
                     if other.poll() is None:
                         other.kill()

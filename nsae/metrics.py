@@ -32,6 +32,11 @@ class Batch:
                 raise ValueError(f"Batch has no per-token quantity {name!r}")
             self.__dict__[name] = value.detach()
 
+    @classmethod
+    def of(cls, *args: Tensor | Batch, **known: Tensor) -> Batch:
+        """The given `Batch`, or one made from (x_BLD, x_hat_BLD, f_BLM) and `known`."""
+        return args[0] if isinstance(args[0], Batch) else cls(*args, **known)
+
     @cached_property
     def active_BLM(self) -> Tensor:
         """1.0 where a feature is active (f > 0), else 0.0: float, so that sums over it are
@@ -83,7 +88,7 @@ class LayerMetric(Metric):
 
     def update(self, *args: Tensor | Batch) -> None:
         """From one shared `Batch`, or from the tensors (x_BLD, x_hat_BLD, f_BLM)."""
-        self.accumulate(args[0] if isinstance(args[0], Batch) else Batch(*args))
+        self.accumulate(Batch.of(*args))
 
     def accumulate(self, b: Batch) -> None:
         for name, value in self.batch_sums(b).items():
@@ -270,7 +275,7 @@ class SAEMetrics(nn.Module):
     def update(self, *args: Tensor | Batch, **known: Tensor) -> Batch:
         """Update every metric from one shared `Batch`, given or made from the tensors
         (x_BLD, x_hat_BLD, f_BLM) and `known` quantities; return it for further metrics."""
-        b = args[0] if isinstance(args[0], Batch) else Batch(*args, **known)
+        b = Batch.of(*args, **known)
         for metric in self.metrics.values():
             metric.update(b)
         return b

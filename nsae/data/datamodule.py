@@ -64,9 +64,9 @@ class ActivationDataModule(L.LightningDataModule):
         self.eval_ids = torch.empty(0, 0, dtype=torch.long)  # this rank's evaluation contexts
         self.cache: ActivationCache | None = None
         self.cache_built = False
-        # The training stream's position, saved in checkpoints: the step whose seed drew
-        # its order, and the chunks it had drawn before this process started.
-        self.stream_step, self.chunks_skipped = 0, 0
+        # The training stream's position, saved in checkpoints: the chunks it had drawn
+        # before this process started.
+        self.chunks_skipped = 0
         self.buffer: ShuffleBuffer | None = None
 
     # -- set-up ----------------------------------------------------------------------------
@@ -148,7 +148,7 @@ class ActivationDataModule(L.LightningDataModule):
     def train_dataloader(self) -> ShuffleBuffer:
         """This rank's training stream. A resumed run continues the same stream after the
         chunks it had drawn (the buffer's unserved tokens at the checkpoint are skipped)."""
-        seed = hash((self.seed, self.rank, self.stream_step)) % 2**31
+        seed = hash((self.seed, self.rank)) % 2**31
         skip = self.chunks_skipped
         if self.cache is not None:
             chunk = self.data.harvest_batch * self.data.context_size
@@ -164,14 +164,9 @@ class ActivationDataModule(L.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         """Saved in checkpoints (from rank 0; every rank draws chunks at the same rate)."""
         taken = self.buffer.chunks_taken if self.buffer is not None else 0
-        return {
-            "stream_step": self.stream_step,
-            "chunks_drawn": self.chunks_skipped + taken,
-            "norm_stats": self.norm_stats,
-        }
+        return {"chunks_drawn": self.chunks_skipped + taken, "norm_stats": self.norm_stats}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.stream_step = state["stream_step"]
         self.chunks_skipped = state["chunks_drawn"]
         self.norm_stats = state["norm_stats"]
 
