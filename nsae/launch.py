@@ -36,11 +36,12 @@ from nsae.errors import NsaeError
 
 
 def slurm_tasks() -> int:
-    """Tasks in the current Slurm step (0 outside Slurm or in an interactive shell), by the
-    same test Lightning uses to pick its Slurm environment."""
-    from lightning.pytorch.plugins.environments import SLURMEnvironment
-
-    return int(os.environ["SLURM_NTASKS"]) if SLURMEnvironment.detect() else 0
+    """Tasks in the current Slurm step (0 outside Slurm or in an interactive shell): the
+    test Lightning's `SLURMEnvironment.detect()` makes, without the warning that detect()
+    prints wherever srun is installed (which would break one-line errors)."""
+    if os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return 0
+    return int(os.environ.get("SLURM_NTASKS", 0))
 
 
 def external_ranks() -> bool:
