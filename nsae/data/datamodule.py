@@ -148,7 +148,8 @@ class ActivationDataModule(L.LightningDataModule):
     def train_dataloader(self) -> ShuffleBuffer:
         """This rank's training stream. A resumed run continues the same stream after the
         chunks it had drawn (the buffer's unserved tokens at the checkpoint are skipped)."""
-        seed = hash((self.seed, self.rank)) % 2**31
+        # (the trailing 0 keeps the data order, and so the README's results, of earlier runs)
+        seed = hash((self.seed, self.rank, 0)) % 2**31
         skip = self.chunks_skipped
         if self.cache is not None:
             chunk = self.data.harvest_batch * self.data.context_size
