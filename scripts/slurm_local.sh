@@ -92,16 +92,19 @@ start() {
     wait_idle
 }
 
+end_daemon() {  # SIGTERM, then SIGKILL after 10 s; return only once it is gone, so that a
+    # start right after a stop never mistakes a daemon that is shutting down for a live one
+    pkill -x "$1" 2>/dev/null || true
+    for _ in $(seq 20); do pgrep -x "$1" >/dev/null || return 0; sleep 0.5; done
+    pkill -9 -x "$1" 2>/dev/null || true
+    while pgrep -x "$1" >/dev/null; do sleep 0.2; done
+}
+
 stop() {
     scancel --full --quiet --user=root 2>/dev/null || true
-    for daemon in slurmd slurmctld; do
-        pkill -x "$daemon" 2>/dev/null || true
+    for daemon in slurmd slurmstepd slurmctld munged; do
+        end_daemon "$daemon"
     done
-    for _ in $(seq 20); do
-        pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || break
-        sleep 0.5
-    done
-    pkill -x munged 2>/dev/null || true
     if [[ -f $CONF ]] && grep -qF "$MARK" "$CONF"; then rm -f "$CONF"; fi
     echo "slurm: stopped"
 }
