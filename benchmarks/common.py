@@ -53,8 +53,7 @@ def timed_run(cfg: DictConfig, skip: int = 0, watch: list | None = None) -> FitT
 
 def bare_step(sae: SAE, loss_fn: SAELoss, opt: torch.optim.Optimizer, x_BLD: torch.Tensor) -> None:
     """One SAE-bank step with no framework: loss, backward, decoder constraint, Adam."""
-    x_hat_BLD, f_BLM = sae(x_BLD)
-    loss_fn(x_BLD, x_hat_BLD, f_BLM).total.backward()
+    loss_fn(x_BLD, sae.train_forward(x_BLD)).total.backward()
     sae.before_optimizer_step()
     opt.step()
     opt.zero_grad(set_to_none=True)

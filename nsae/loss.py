@@ -5,7 +5,16 @@ normalization_method none / input_norm / input_norm_squared. Per layer
 L_l = mean_tokens(r) + c_l * mean_tokens(s); the total is the sum over layers.
 
 Coefficients: coeff=alpha gives c_l = alpha; coeff=beta gives c_l = alpha * n_l^k with n_l
-the layer's mean input norm (measured once before training) and k = 2 - p by default.
+the layer's mean input norm (measured once before training) and k from `beta_exponent`.
+
+Why k: scale one layer's activations by s (and its SAE's parameters with them, so the
+SAE computes the same thing in the new units). The reconstruction term
+||x_hat - x||^2 / ||x||^p scales by s^2 / s^p = s^(2-p). The sparsity term sum_j |f_j|
+scales by s^q, with q = 1 for features proportional to the input (ReLU, TopK, ...) and
+q = 0 for bounded features (the Normalized SAE's tanh). For the layer's whole loss to be
+a multiple of the unscaled one (the same optimum), c_l must scale by s^(2-p-q): since n_l
+scales by s, c_l = alpha * n_l^k with k = 2 - p - q, i.e. k = 2 - p for bounded features
+and k = 1 - p for proportional ones. A cell with k = 0 is its alpha cell by construction.
 """
 
 from __future__ import annotations
@@ -15,20 +24,42 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from nsae.saes.base import TrainOutput
+
 NORM_POWER = {"none": 0, "input_norm": 1, "input_norm_squared": 2}
 COEFF_MODES = ("alpha", "beta")
 
 
+FEATURE_POWER = {"proportional": 1, "bounded": 0}
+
+
+def beta_exponent(p: int, feature_scaling: str) -> int:
+    """The default k of coeff=beta: 2 - p - q, q = 1 for proportional features, 0 for
+    bounded ones (see the module docstring)."""
+    if feature_scaling not in FEATURE_POWER:
+        raise ValueError(
+            f"feature_scaling={feature_scaling!r}; valid: {', '.join(FEATURE_POWER)}"
+        )
+    return 2 - p - FEATURE_POWER[feature_scaling]
+
+
 def layer_coefficients(
-    mode: str, alpha: float, p: int, mean_norm_L: Tensor, k: float | None = None
+    mode: str,
+    alpha: float,
+    p: int,
+    mean_norm_L: Tensor,
+    k: float | None = None,
+    feature_scaling: str = "bounded",
 ) -> Tensor:
-    """The sparsity coefficient c_l of every layer, given each layer's mean input norm."""
+    """The sparsity coefficient c_l of every layer, given each layer's mean input norm.
+    `k=None` takes `beta_exponent(p, feature_scaling)`."""
     if alpha < 0:
         raise ValueError(f"coeff.alpha={alpha}; valid: >= 0")
     if mode == "alpha":
         return torch.full(mean_norm_L.shape, float(alpha))
     if mode == "beta":
-        return alpha * mean_norm_L.double().pow(2 - p if k is None else k).float()
+        exponent = beta_exponent(p, feature_scaling) if k is None else k
+        return alpha * mean_norm_L.double().pow(exponent).float()
     raise ValueError(f"coeff={mode!r}; valid: {', '.join(COEFF_MODES)}")
 
 
@@ -57,14 +88,17 @@ class SAELoss(nn.Module):
         self.eps = eps
         self.register_buffer("coeff_L", coeff_L.detach().clone().float())
 
-    def forward(self, x_BLD: Tensor, x_hat_BLD: Tensor, f_BLM: Tensor) -> LossParts:
-        sq_err_BL = (x_hat_BLD - x_BLD).pow(2).sum(-1)
+    def forward(self, x_BLD: Tensor, out: TrainOutput) -> LossParts:
+        sq_err_BL = (out.x_hat_BLD - x_BLD).pow(2).sum(-1)
         r_BL = sq_err_BL
         if self.p:
             r_BL = r_BL / x_BLD.norm(dim=-1).clamp_min(self.eps).pow(self.p)
-        s_BL = f_BLM.abs().sum(-1)
+        l1_BL = out.f_BLM.abs().sum(-1)
+        s_BL = l1_BL if out.sparsity_BL is None else out.sparsity_BL
         recon_L, sparsity_L = r_BL.mean(0), s_BL.mean(0)
-        total = (recon_L + self.coeff_L * sparsity_L).sum()
+        layer_L = recon_L + self.coeff_L * sparsity_L
+        if out.aux_L is not None:
+            layer_L = layer_L + out.aux_L
         return LossParts(
-            total, recon_L.detach(), sparsity_L.detach(), sq_err_BL.detach(), s_BL.detach()
+            layer_L.sum(), recon_L.detach(), sparsity_L.detach(), sq_err_BL.detach(), l1_BL.detach()
         )

@@ -374,7 +374,10 @@ class RecentFiring(LayerMetric):
         self.add_state("step", torch.zeros((), dtype=torch.float64), dist_reduce_fx="max")
 
     def accumulate(self, b: Batch) -> None:
-        fired_LM = b.fired_LM
+        self.update_fired(b.fired_LM)
+
+    def update_fired(self, fired_LM: Tensor) -> None:
+        """One training step: `fired_LM` [L, M] says which features fired on its batch."""
         self.last_fired = torch.where(fired_LM, self.step, self.last_fired)
         self.step = self.step + 1
 

@@ -62,7 +62,12 @@ class SAEModule(L.LightningModule):
             return
         n_L = mean_norms(dm.norm_stats, self.layers)
         c_L = layer_coefficients(
-            self.coeff.mode, self.coeff.alpha, self.loss_fn.p, n_L, self.coeff.get("k")
+            self.coeff.mode,
+            self.coeff.alpha,
+            self.loss_fn.p,
+            n_L,
+            self.coeff.get("k"),
+            self.sae.feature_scaling,
         )
         self.loss_fn.coeff_L.copy_(c_L)
         self.sae.init_b_dec(dm.norm_sample.to(self.sae.b_dec_LD.device), self.init_b_dec)
@@ -75,8 +80,8 @@ class SAEModule(L.LightningModule):
 
     # -- training ----------------------------------------------------------------------------
     def training_step(self, x_BLD: Tensor, batch_idx: int) -> Tensor:
-        x_hat_BLD, f_BLM = self.sae(x_BLD)
-        parts = self.loss_fn(x_BLD, x_hat_BLD, f_BLM)
+        out = self.sae.train_forward(x_BLD)
+        parts = self.loss_fn(x_BLD, out)
         if not torch.isfinite(parts.total):
             finite_L = torch.isfinite(parts.recon_L) & torch.isfinite(parts.sparsity_L)
             bad = [f"layer_{i}" for i, ok in zip(self.layers, finite_L, strict=True) if not ok]
@@ -84,8 +89,10 @@ class SAEModule(L.LightningModule):
                 f"non-finite loss {parts.total.item()} at step {self.global_step} "
                 f"({', '.join(bad) or 'all layers'}); lower optim.lr or check the inputs"
             )
-        batch = Batch(x_BLD, x_hat_BLD, f_BLM, sq_err_BL=parts.sq_err_BL, l1_BL=parts.l1_BL)
-        self.recent.update(batch)  # every step: dead features over the recent window
+        batch = Batch(
+            x_BLD, out.x_hat_BLD, out.f_BLM, sq_err_BL=parts.sq_err_BL, l1_BL=parts.l1_BL
+        )
+        self.recent.update_fired(out.fired_LM)  # every step, noise-free: dead features
         log_step = (self.global_step + 1) % self.trainer.log_every_n_steps == 0
         metrics_step = self.global_step % self.train_every_n_steps == 0
         if metrics_step:

@@ -198,9 +198,10 @@ def test_density_histogram_by_hand() -> None:
 def test_training_metrics_reusing_the_loss_sums_match_numpy(batch, method) -> None:
     """Training updates take ||x_hat - x||^2 and sum|f| per token from the loss."""
     from nsae.loss import SAELoss
+    from nsae.saes.base import TrainOutput
 
     x, x_hat, f = batch
-    parts = SAELoss(method, torch.ones(L))(x, x_hat, f)
+    parts = SAELoss(method, torch.ones(L))(x, TrainOutput(x_hat, f, f.amax(0) > 0))
     metrics = SAEMetrics(list(METRICS), L, D, M)
     metrics.update(x, x_hat, f, sq_err_BL=parts.sq_err_BL, l1_BL=parts.l1_BL)
     ref = numpy_reference(x.numpy(), x_hat.numpy(), f.numpy())

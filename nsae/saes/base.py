@@ -7,15 +7,37 @@ Shapes: B tokens, L layers, D model width, M features. Parameters are stored per
 
 A variant subclasses `SAE` with a `name` (its `sae_type`) and implements `activation`;
 it may override the optimizer-step hooks (e.g. to constrain the decoder) and `export_arch`.
+
+Training goes through `train_forward`, which returns a `TrainOutput`: the reconstruction,
+the features the loss sees (with training noise where a variant has it), which features
+fired without noise (for dead-feature tracking), and optionally the variant's own per-token
+sparsity penalty and per-layer auxiliary loss. Evaluation uses `forward` in eval mode.
+
+`feature_scaling` says how a variant's features respond when its input is scaled by s
+(with the matching parameters scaled too): "proportional" features scale by s (ReLU,
+TopK, ...), "bounded" ones do not (the Normalized SAE's tanh). It sets the default beta
+exponent (see `nsae.loss.beta_exponent`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
+
+
+@dataclass
+class TrainOutput:
+    """What one training forward gives the loss and the training metrics."""
+
+    x_hat_BLD: Tensor
+    f_BLM: Tensor  # the features the loss sees (training noise included, if any)
+    fired_LM: Tensor  # bool: fired on some token of the batch, without training noise
+    sparsity_BL: Tensor | None = None  # the variant's own per-token penalty; None: sum_j |f_j|
+    aux_L: Tensor | None = None  # a per-layer auxiliary loss added to the total; None: none
 
 
 class SAE(nn.Module):
@@ -23,6 +45,7 @@ class SAE(nn.Module):
 
     registry: ClassVar[dict[str, type[SAE]]] = {}
     name: ClassVar[str]
+    feature_scaling: ClassVar[Literal["proportional", "bounded"]] = "proportional"
 
     def __init_subclass__(cls, name: str | None = None, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -79,6 +102,16 @@ class SAE(nn.Module):
         """Return (x_hat_BLD, f_BLM)."""
         f_BLM = self.encode(x_BLD)
         return self.decode(f_BLM), f_BLM
+
+    def train_forward(self, x_BLD: Tensor) -> TrainOutput:
+        """The training forward (call in train mode)."""
+        pre_BLM = self.pre_activation(x_BLD)
+        f_BLM = self.activation(pre_BLM)
+        return TrainOutput(self.decode(f_BLM), f_BLM, self.fired(pre_BLM, f_BLM))
+
+    def fired(self, pre_BLM: Tensor, f_BLM: Tensor) -> Tensor:
+        """[L, M] bool: which features fired on some token, as they would without noise."""
+        return f_BLM.detach().amax(0) > 0
 
     # -- optimizer-step hooks (no-ops unless a variant constrains its weights) ---------
     def before_optimizer_step(self) -> None:

@@ -14,6 +14,8 @@ from nsae.saes.base import SAE
 
 
 class NormalizedSAE(SAE, name="normalized_sae"):
+    feature_scaling = "bounded"  # f in [0, 1) whatever the input's scale
+
     def __init__(self, n_layers: int, d_model: int, n_features: int, noise_std: float) -> None:
         super().__init__(n_layers, d_model, n_features)
         if noise_std < 0:
@@ -26,6 +28,10 @@ class NormalizedSAE(SAE, name="normalized_sae"):
             noise = torch.randn(pre_BLM.shape, dtype=pre_BLM.dtype, device=pre_BLM.device)
             pre_BLM = pre_BLM + self.noise_std * noise
         return torch.tanh(torch.relu(pre_BLM))
+
+    def fired(self, pre_BLM: Tensor, f_BLM: Tensor) -> Tensor:
+        """Noise-free: tanh(ReLU(pre)) > 0 exactly where pre > 0 (the noise is not in pre)."""
+        return pre_BLM.detach().amax(0) > 0
 
     def hparams(self) -> dict[str, object]:
         return {"noise_std": self.noise_std}
