@@ -37,9 +37,7 @@ def beta_exponent(p: int, feature_scaling: str) -> int:
     """The default k of coeff=beta: 2 - p - q, q = 1 for proportional features, 0 for
     bounded ones (see the module docstring)."""
     if feature_scaling not in FEATURE_POWER:
-        raise ValueError(
-            f"feature_scaling={feature_scaling!r}; valid: {', '.join(FEATURE_POWER)}"
-        )
+        raise ValueError(f"feature_scaling={feature_scaling!r}; valid: {', '.join(FEATURE_POWER)}")
     return 2 - p - FEATURE_POWER[feature_scaling]
 
 

@@ -89,9 +89,7 @@ class SAEModule(L.LightningModule):
                 f"non-finite loss {parts.total.item()} at step {self.global_step} "
                 f"({', '.join(bad) or 'all layers'}); lower optim.lr or check the inputs"
             )
-        batch = Batch(
-            x_BLD, out.x_hat_BLD, out.f_BLM, sq_err_BL=parts.sq_err_BL, l1_BL=parts.l1_BL
-        )
+        batch = Batch(x_BLD, out.x_hat_BLD, out.f_BLM, sq_err_BL=parts.sq_err_BL, l1_BL=parts.l1_BL)
         self.recent.update_fired(out.fired_LM)  # every step, noise-free: dead features
         log_step = (self.global_step + 1) % self.trainer.log_every_n_steps == 0
         metrics_step = self.global_step % self.train_every_n_steps == 0
