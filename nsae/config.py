@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -63,39 +64,112 @@ def check_group_choices(overrides: list[str]) -> None:
 
 
 def resolve_layers(layers: Any, n_layers: int) -> list[int]:
-    """`all`, an int, or a list of ints -> sorted unique layer indices, range-checked."""
+    """`all`, an int, or a list of ints -> sorted unique layer indices, range-checked. A
+    repeated layer is trained once (with a one-line note)."""
+    valid = f"valid: integers in 0..{n_layers - 1}, a list of them, or all"
     if layers == "all":
         return list(range(n_layers))
+    if isinstance(layers, str) or layers is None:
+        raise NsaeError(f"source.layers={layers!r} is not a layer index; {valid}")
     chosen = [layers] if isinstance(layers, int) else list(layers)
     for layer in chosen:
-        if not isinstance(layer, int) or not 0 <= layer < n_layers:
-            raise NsaeError(
-                f"source.layers contains {layer!r}, outside the model; "
-                f"valid: 0..{n_layers - 1} or all"
-            )
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
+            raise NsaeError(f"source.layers contains {layer!r}, outside the model; {valid}")
     if not chosen:
-        raise NsaeError(f"source.layers is empty; valid: 0..{n_layers - 1} or all")
-    return sorted(set(chosen))
+        raise NsaeError(f"source.layers is empty; {valid}")
+    unique = sorted(set(chosen))
+    if len(unique) < len(chosen):
+        print(f"nsae: note: source.layers={chosen} repeats a layer; training layers {unique}")
+    return unique
+
+
+def number(name: str, value: Any, minimum: float = 0.0, strict: bool = False) -> float:
+    """`value` as a float >= minimum (> minimum if strict), or one clear line."""
+    bound = f"{'>' if strict else '>='} {minimum:g}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise NsaeError(f"{name}={value!r} is not a number; valid: a number {bound}")
+    if value != value or (value <= minimum if strict else value < minimum):
+        raise NsaeError(f"{name}={value} is out of range; valid: a number {bound}")
+    return float(value)
 
 
 def check_nonnegative(name: str, value: Any) -> None:
-    if value is not None and float(value) < 0:
-        raise NsaeError(f"{name}={value} is negative; valid: >= 0")
+    if value is not None:
+        number(name, value)
 
 
 def check_positive(name: str, value: Any) -> None:
-    if not isinstance(value, int) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise NsaeError(f"{name}={value!r}; valid: an integer > 0")
 
 
-def validate(cfg: Any, n_layers: int, max_positions: int | None) -> list[int]:
-    """Check the composed config against the source model; return the layers to train."""
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def looks_local(name: str) -> bool:
+    """A model name meant as a local path (hub names are `org/name` or `name`)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
+
+
+@lru_cache(maxsize=8)
+def model_shape(name: str) -> tuple[int, int | None, int]:
+    """(number of layers, maximum positions, width) of a source model, from its config.
+    A local model directory must exist, hold weights, and be a causal LM."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    path = Path(name).expanduser()
+    if looks_local(name):
+        if not path.is_dir():
+            raise NsaeError(
+                f"source.name={name}: no such model directory; valid: a local "
+                "Hugging Face model directory or a hub model name"
+            )
+        if not (path / "config.json").is_file():
+            raise NsaeError(f"source.name={name}: no config.json in the model directory")
+        if not any((path / f).is_file() for f in WEIGHT_FILES):
+            raise NsaeError(
+                f"source.name={name}: no weights in the model directory; valid: "
+                f"one of {', '.join(WEIGHT_FILES)}"
+            )
+    try:
+        model_cfg = AutoConfig.from_pretrained(str(path) if looks_local(name) else name)
+    except (OSError, ValueError) as err:
+        raise NsaeError(f"cannot load source model {name!r}: {str(err).splitlines()[0]}") from None
+    if model_cfg.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise NsaeError(
+            f"source.name={name} is a {model_cfg.model_type!r} model, not a causal LM; "
+            "valid: a model that AutoModelForCausalLM loads (GPT-2, GPT-NeoX, Llama, ...)"
+        )
+    n_layers = getattr(model_cfg, "num_hidden_layers", None)
+    if n_layers is None:
+        raise NsaeError(f"source model {name!r} has no num_hidden_layers; valid: a causal LM")
+    return n_layers, getattr(model_cfg, "max_position_embeddings", None), model_cfg.hidden_size
+
+
+def source_shape(source: Any) -> tuple[int, int | None, int]:
+    """(layers, maximum positions, width) of the configured source."""
+    if source.get("kind", "lm") == "synthetic":
+        return int(source.n_layers), None, int(source.d_model)
+    return model_shape(str(source.name))
+
+
+def validate(cfg: Any) -> list[int]:
+    """Check the composed config (and the source model's shape); return the layers to
+    train. Runs before anything is written, once per job of a sweep."""
     from nsae.data.text import check_data_files
 
-    check_nonnegative("coeff.alpha", cfg.coeff.alpha)
-    check_nonnegative("sae.noise_std", cfg.sae.get("noise_std"))
-    check_nonnegative("optim.lr", cfg.optim.lr)
+    number("coeff.alpha", cfg.coeff.alpha)
+    if cfg.sae.get("noise_std") is not None:
+        number("sae.noise_std", cfg.sae.noise_std)
+    number("optim.lr", cfg.optim.lr, strict=True)
     check_positive("sae.expansion_factor", cfg.sae.expansion_factor)
+    check_positive("trainer.max_steps", cfg.trainer.max_steps)
     sizes = [
         "context_size",
         "batch_size",
@@ -106,6 +180,11 @@ def validate(cfg: Any, n_layers: int, max_positions: int | None) -> list[int]:
     ] + (["cache_tokens"] if cfg.data.get("cache") else [])
     for key in sizes:
         check_positive(f"data.{key}", cfg.data[key])
+    if cfg.data.buffer_tokens < 2 * cfg.data.batch_size:
+        raise NsaeError(
+            f"data.buffer_tokens={cfg.data.buffer_tokens} is less than 2 x data.batch_size="
+            f"{cfg.data.batch_size}; valid: buffer_tokens >= {2 * cfg.data.batch_size}"
+        )
     every, log_every = cfg.metrics.get("train_every_n_steps", 1), cfg.trainer.log_every_n_steps
     check_positive("metrics.train_every_n_steps", every)
     if every > log_every:
@@ -114,16 +193,20 @@ def validate(cfg: Any, n_layers: int, max_positions: int | None) -> list[int]:
             f"{log_every}, so some logged windows would have no training metrics; "
             f"valid: 1..{log_every}"
         )
+    if cfg.sae.get("init_b_dec", "mean") not in ("mean", "geometric_median"):
+        raise NsaeError(f"sae.init_b_dec={cfg.sae.init_b_dec!r}; valid: mean, geometric_median")
+    from nsae.data.source import HOOK_SITES
+
+    if cfg.source.get("hook_site", "resid_post") not in HOOK_SITES:
+        raise NsaeError(
+            f"source.hook_site={cfg.source.hook_site!r}; valid: {', '.join(HOOK_SITES)}"
+        )
+    n_layers, max_positions, _ = source_shape(cfg.source)
     if max_positions is not None and cfg.data.context_size > max_positions:
         raise NsaeError(
             f"data.context_size={cfg.data.context_size} exceeds the model's maximum "
             f"positions; valid: 1..{max_positions}"
         )
-    from nsae.data.source import HOOK_SITES
-
-    if cfg.source.hook_site not in HOOK_SITES:
-        raise NsaeError(
-            f"source.hook_site={cfg.source.hook_site!r}; valid: {', '.join(HOOK_SITES)}"
-        )
-    check_data_files(cfg.data.get("data_files"))
+    if cfg.source.get("kind", "lm") != "synthetic":
+        check_data_files(cfg.data.get("data_files"), str(cfg.data.path))
     return resolve_layers(cfg.source.layers, n_layers)

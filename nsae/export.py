@@ -2,7 +2,15 @@
 
 <run dir>/layer_<i>/cfg.json               architecture and provenance
 <run dir>/layer_<i>/sae_weights.safetensors W_enc [d_in, d_sae], b_enc, W_dec [d_sae, d_in], b_dec
+                                            (+ the architecture's own: threshold; b_gate,
+                                            b_mag, r_mag instead of b_enc for gated)
 <run dir>/layer_<i>/sparsity.safetensors    "sparsity": log10 firing frequency per feature
+
+Architectures (cfg.json "architecture", as SAELens names them; `SAE.export_arch`):
+none -> standard; topk -> topk (with "k"); jumprelu -> jumprelu; gated -> gated;
+batchtopk, matryoshka -> jumprelu with the learned per-layer threshold for every feature
+(as SAELens saves them for inference); normalized_sae -> normalized_sae (nsae.saelens).
+`sae_lens.SAE.load_from_disk(folder)` loads every one but normalized_sae as is.
 """
 
 from __future__ import annotations
@@ -11,7 +19,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -85,9 +92,5 @@ def load(path: str | Path) -> SAE:
     w = load_file(str(folder / "sae_weights.safetensors"))
     nsae_cfg = cfg["nsae"]
     sae = build_sae(nsae_cfg["sae_type"], 1, cfg["d_in"], cfg["d_sae"], **nsae_cfg["hparams"])
-    with torch.no_grad():
-        sae.W_enc_LDM.copy_(w["W_enc"][None])
-        sae.b_enc_LM.copy_(w["b_enc"][None])
-        sae.W_dec_LMD.copy_(w["W_dec"][None])
-        sae.b_dec_LD.copy_(w["b_dec"][None])
+    sae.load_layer_state(0, w)
     return sae.eval()

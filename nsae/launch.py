@@ -121,6 +121,7 @@ def local_ranks(trainer_cfg: Any, run_dir: Path, resume: bool) -> Iterator[None]
                 "--config-name=config",
                 f"hydra.run.dir={hydra_quote(str(run_dir.resolve()))}",
                 "hydra.output_subdir=null",
+                "hydra/job_logging=stdout",  # nsae adds ddp_rank_<r>.log itself
                 f"hydra.job.name=ddp_rank_{rank}",
                 f"resume={str(resume).lower()}",
             ]

@@ -15,11 +15,16 @@ from nsae.loss import SAELoss, layer_coefficients
 from nsae.metrics import (
     Batch,
     FeatureDensity,
+    NormBinnedMetrics,
     RecentFiring,
+    SAEBenchMetrics,
     SAEMetrics,
     SpliceMetrics,
     per_layer_dict,
+    saebench_mask,
 )
+from nsae.metrics.ground_truth import GroundTruthMetrics
+from nsae.schedule import coeff_factor, lr_factor
 
 
 class SAEModule(L.LightningModule):
@@ -46,6 +51,14 @@ class SAEModule(L.LightningModule):
         self.splice_metrics = SpliceMetrics(L_)
         self.density = FeatureDensity(L_, D, M)  # firing frequency over the evaluation set
         self.recent = RecentFiring(L_, D, M)  # for dead_fraction over recent training tokens
+        self.saebench = SAEBenchMetrics(L_, M)  # l2_ratio, frac_alive (SAEBench's mask)
+        # per input-norm decile and position 0; the edges come from the norm sample in setup
+        self.binned = NormBinnedMetrics(L_, torch.zeros(L_, 9))
+        self.binned_json: dict[str, Any] = {}
+        self.ground_truth: GroundTruthMetrics | None = None  # synthetic sources only (setup)
+        self.ground_truth_json: dict[str, Any] = {}
+        self.recent.persistent(True)  # in checkpoints: a resumed run counts the same
+        self._rng_to_restore: dict[str, Any] | None = None
         self.dead_window_tokens = int(metrics.dead_window_tokens)
         # Training metrics (a running estimate; the final evaluation is exact) use every
         # n-th step's batch, which keeps their cost off most steps.
@@ -58,6 +71,12 @@ class SAEModule(L.LightningModule):
     # -- set-up from the data's norm statistics (before DDP wraps the module) -------------
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
+        edges_L9 = torch.tensor([dm.norm_stats[f"layer_{i}"]["decile_edges"] for i in self.layers])
+        self.binned.set_edges(edges_L9)  # every stage: the norm statistics, never stored
+        if dm.synthetic is not None and self.ground_truth is None:
+            self.ground_truth = GroundTruthMetrics(
+                dm.synthetic.dict_LFD, self.sae.n_features, edges_L9
+            ).to(self.sae.W_dec_LMD.device)
         if stage != "fit" or bool(self.initialized):
             return
         n_L = mean_norms(dm.norm_stats, self.layers)
@@ -99,7 +118,9 @@ class SAEModule(L.LightningModule):
             self.log("train/loss", parts.total, prog_bar=True)
         if log_step:
             values = self.train_metrics.compute() | {"dead_fraction": self.dead_fraction()}
+            values["coeff"] = self.loss_fn.coeff_L * self.coeff_scale()  # the effective c_l
             self.log_dict(self._flatten("train", values))
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
             self.train_metrics.reset()
         return parts.total
 
@@ -118,9 +139,43 @@ class SAEModule(L.LightningModule):
         optimizer.step(closure=optimizer_closure)
         self.sae.after_optimizer_step()
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> dict[str, Any]:
+        """Adam at optim.lr, scaled per step by `nsae.schedule.lr_factor`."""
         betas = tuple(self.optim.betas)
-        return torch.optim.Adam(self.sae.parameters(), lr=self.optim.lr, betas=betas)
+        opt = torch.optim.Adam(self.sae.parameters(), lr=self.optim.lr, betas=betas)
+        total, o = self.trainer.max_steps, self.optim
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            opt,
+            lambda step: lr_factor(
+                step,
+                total,
+                int(o.get("warmup_steps", 0)),
+                str(o.get("decay", "none")),
+                float(o.get("min_lr_ratio", 0.0)),
+            ),
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def coeff_scale(self) -> float:
+        """The sparsity-coefficient warm-up factor at this step."""
+        return coeff_factor(self.global_step, int(self.coeff.get("warmup_steps", 0)))
+
+    # -- exact resume: the random state of the training noise travels with the checkpoint --
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["nsae_rng"] = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            checkpoint["nsae_rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng_to_restore = checkpoint.get("nsae_rng")
+
+    def on_train_start(self) -> None:
+        """Restore the checkpoint's random state right before the first resumed step."""
+        state, self._rng_to_restore = self._rng_to_restore, None
+        if state is not None:
+            torch.set_rng_state(state["cpu"])
+            if "cuda" in state and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["cuda"], self.device)
 
     # -- validation (every N steps) and final evaluation: noise off, metrics reset ---------
     def validation_step(self, ids_BT: Tensor, batch_idx: int) -> None:
@@ -129,14 +184,41 @@ class SAEModule(L.LightningModule):
     def test_step(self, ids_BT: Tensor, batch_idx: int) -> None:
         self._evaluate_batch(ids_BT, splice=self.splice)
 
+    def on_validation_epoch_start(self) -> None:
+        if self.ground_truth is not None:  # decoder-only matching, once per evaluation
+            self.ground_truth.set_decoder(self.sae.W_dec_LMD.detach())
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def _evaluate_synthetic(self, index: Tensor) -> None:
+        """A synthetic evaluation batch: the usual metrics and the ground-truth ones. No
+        splice metrics: there is no language model downstream of synthetic layers."""
+        dm = self.trainer.datamodule
+        truth = dm.synthetic.eval_batch(int(index), dm.data.batch_size)
+        x_hat_NLD, f_NLM = self.sae(truth.x_NLD)
+        b = self.val_metrics.update(truth.x_NLD, x_hat_NLD, f_NLM)
+        self.density.update(b)
+        self.saebench.update(b, torch.ones(len(truth.x_NLD), dtype=torch.bool))
+        self.binned.update(b, torch.zeros(len(truth.x_NLD), dtype=torch.bool))
+        self.ground_truth.update(truth.x_NLD, x_hat_NLD, f_NLM, truth.f_NLF)
+
     def _evaluate_batch(self, ids_BT: Tensor, splice: bool) -> None:
         dm = self.trainer.datamodule
+        if dm.synthetic is not None:
+            self._evaluate_synthetic(ids_BT)
+            return
         x_NLD, keep_BT = dm.harvest(ids_BT)
         x_hat_NLD, f_NLM = self.sae(x_NLD)
-        self.density.update(self.val_metrics.update(x_NLD, x_hat_NLD, f_NLM))
+        b = self.val_metrics.update(x_NLD, x_hat_NLD, f_NLM)
+        self.density.update(b)
+        ids_BT = ids_BT.to(x_NLD.device)
+        tok = dm.tokenizer  # SAEBench counts no BOS, EOS or pad position
+        mask_BT = saebench_mask(ids_BT, (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id))
+        self.saebench.update(b, mask_BT[keep_BT])
+        self.binned.update(b, dm.eval_positions(keep_BT) == 0)
         if not splice:
             return
-        lm, ids_BT = dm.harvester, ids_BT.to(x_NLD.device)
+        lm = dm.harvester
         clean = lm.logits(ids_BT)
         for j in range(len(self.layers)):
 
@@ -147,7 +229,7 @@ class SAEModule(L.LightningModule):
 
             recon = lm.logits(ids_BT, j, with_recon)
             zero = lm.logits(ids_BT, j, torch.zeros_like)
-            self.splice_metrics.update(j, ids_BT, clean, recon, zero)
+            self.splice_metrics.update(j, ids_BT, clean, recon, zero, mask_BT=mask_BT)
 
     def on_validation_epoch_end(self) -> None:
         self._finish_eval("val")
@@ -157,11 +239,23 @@ class SAEModule(L.LightningModule):
         self.eval_results["dead_fraction"] = self.dead_fraction()
 
     def _finish_eval(self, stage: str) -> dict[str, Tensor]:
-        values = self.val_metrics.compute()
+        values = self.val_metrics.compute() | self.saebench.compute()
+        values["l0_norm_slope"] = self.binned.compute()["l0_norm_slope"]
         if self.splice_metrics.update_count:
             values |= self.splice_metrics.compute()
         density_LM = self.density.compute()
-        for metric in (self.val_metrics, self.splice_metrics, self.density):
+        self.binned_json = self.binned.to_json(self.layers)
+        if self.ground_truth is not None and self.ground_truth.update_count:
+            values |= self.ground_truth.compute()
+            self.ground_truth_json = self.ground_truth.to_json(self.layers)
+            self.ground_truth.reset()
+        for metric in (
+            self.val_metrics,
+            self.splice_metrics,
+            self.density,
+            self.saebench,
+            self.binned,
+        ):
             metric.reset()
         for name, v_L in values.items():
             for j in (~torch.isfinite(v_L)).nonzero().flatten().tolist():
@@ -176,6 +270,29 @@ class SAEModule(L.LightningModule):
         self._log_density_histograms(stage, density_LM)
         self.eval_density = density_LM
         return values
+
+    @torch.no_grad()
+    def evaluate_tokens(self, x_NLD: Tensor, chunk: int = 4096) -> dict[str, Tensor]:
+        """L0 and explained variance of the SAE (noise off) on given activations, e.g.
+        training-split tokens, to compare with the held-out evaluation."""
+        metrics = SAEMetrics(["l0", "explained_variance"], *self._shape()).to(self.device)
+        was_training = self.sae.training
+        self.sae.eval()
+        for x_BLD in x_NLD.split(chunk):
+            x_BLD = x_BLD.to(self.device)
+            metrics.update(x_BLD, *self.sae(x_BLD))
+        self.sae.train(was_training)
+        return metrics.compute()
+
+    def _shape(self) -> tuple[int, int, int]:
+        return self.sae.n_layers, self.sae.d_model, self.sae.n_features
+
+    def binned_results(self) -> dict[str, Any]:
+        """metrics.json's norm-binned sections, "by_norm_decile" and "l0_norm_slope", from
+        the last evaluation (the final one, once trainer.test has run)."""
+        if not self.ground_truth_json:
+            return self.binned_json
+        return self.binned_json | {"ground_truth_by_norm_decile": self.ground_truth_json}
 
     def _log_density_histograms(self, stage: str, density_LM: Tensor) -> None:
         """log10 firing frequency per layer, to the loggers that draw histograms."""

@@ -1,7 +1,8 @@
 """Load nsae exports in SAELens (optional: `pip install -e ".[saelens]"`).
 
-The standard SAE (`sae_type=none`) is exported as SAELens' own `standard` architecture and
-loads with no help:
+Every variant but the Normalized SAE is exported as one of SAELens' own architectures and
+loads with no help (`none` -> standard, `topk` -> topk, `jumprelu` -> jumprelu, `gated` ->
+gated, `batchtopk` and `matryoshka` -> jumprelu with their learned thresholds):
 
     from sae_lens import SAE
     sae = SAE.load_from_disk("outputs/runs/.../layer_2")
@@ -48,6 +49,6 @@ def register() -> None:
 
 
 def load(path: str) -> LensSAE:
-    """An nsae export of either architecture as an SAELens SAE (on the CPU)."""
+    """An nsae export of any architecture as an SAELens SAE (on the CPU)."""
     register()
     return LensSAE.load_from_disk(path, device="cpu")

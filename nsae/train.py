@@ -3,33 +3,45 @@
     python -m nsae.train                                   # the embedded default
     python -m nsae.train -m sae_type=none,normalized_sae normalization_method=none,input_norm
 
-Writes into the run directory: config.yaml (resolved), norm_stats.json, checkpoints/,
-layer_<i>/ (SAELens layout), metrics.json.
+Before Hydra starts, `nsae.preflight` composes and checks every job (a bad job, or one
+that would touch an earlier run, stops the command with one line). Each job then writes its
+run directory (see `nsae.rundir`). In a sweep a job that fails leaves `failed.json` and the
+others go on; the sweep ends with a summary and a non-zero exit if any job failed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
 import hydra
-import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from nsae.config import check_group_choices, validate
+from nsae.config import check_group_choices, source_shape, validate
+from nsae.console import quiet_dependencies
 from nsae.errors import NsaeError
-from nsae.launch import check_allocation, end_process_group, global_rank, local_ranks
+from nsae.interrupt import GracefulStop, Interrupted
+from nsae.launch import (
+    check_allocation,
+    end_process_group,
+    external_ranks,
+    global_rank,
+    local_ranks,
+)
+from nsae.preflight import job_plan, preflight
+from nsae.rundir import attach_log_file, detach_log_file, write_json
 
 log = logging.getLogger(__name__)
 SAE_COMMON_KEYS = ("type", "expansion_factor", "init_b_dec")
+OUTCOMES: list[tuple[Path, str, str | None]] = []  # this process's jobs: (dir, outcome, error)
 
 
 def fail(err: Exception) -> None:
@@ -41,106 +53,142 @@ def fail(err: Exception) -> None:
     sys.exit(2)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write atomically: a reader sees the old file or the whole new one."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
-
-
-def prepare_run_dir(cfg: DictConfig, run_dir: Path, rank: int = 0) -> str | None:
-    """Refuse to overwrite an earlier run; with resume=true (or in a Slurm job that was
-    requeued) return the checkpoint to resume, after checking that it was written under the
-    same configuration. Every rank checks (what it checks changes only after training
-    starts), so all ranks stop together; only rank 0 writes."""
-    last = run_dir / "checkpoints" / "last.ckpt"
-    requeued = int(os.environ.get("SLURM_RESTART_COUNT", 0)) > 0 and last.is_file()
-    resume = bool(cfg.get("resume", False)) or requeued
-    if (run_dir / "metrics.json").exists():
-        raise NsaeError(
-            f"{run_dir} already holds a finished run (metrics.json); choose another hydra.run.dir"
-        )
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    if resume:
-        if not last.is_file():
-            raise NsaeError(
-                f"resume=true but {last} does not exist; valid: a run directory "
-                "whose training was interrupted"
-            )
-        before = yaml.safe_load((run_dir / "config.yaml").read_text())
-        changed = sorted(
-            k
-            for k in set(_flat(before)) | set(_flat(resolved))
-            if k != "resume" and _flat(before).get(k) != _flat(resolved).get(k)
-        )
-        if changed:
-            raise NsaeError(
-                f"the checkpoint in {run_dir} was written under another "
-                f"configuration (differs in {', '.join(changed[:5])})"
-            )
-        return str(last)
-    if last.is_file():
-        raise NsaeError(
-            f"{run_dir} holds an interrupted run; continue it with resume=true, "
-            "or choose another hydra.run.dir"
-        )
-    if rank == 0:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
-    return None
-
-
 def cluster_plugins() -> list:
     """Under Slurm, requeue on timeout or preemption belongs to submitit (whose requeued
-    job resumes from last.ckpt, see prepare_run_dir), so Lightning's own is switched off."""
+    job resumes from last.ckpt, see nsae.preflight.job_plan), so Lightning's own is off."""
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out |= _flat(v, f"{prefix}{k}.")
-    return {k.rstrip("."): v for k, v in out.items()}
+def beta_exponent_of(cfg: DictConfig) -> float | None:
+    """The effective k of coeff=beta (None in alpha mode)."""
+    if cfg.coeff.mode != "beta":
+        return None
+    if cfg.coeff.get("k") is not None:
+        return float(cfg.coeff.k)
+    from nsae.loss import NORM_POWER, beta_exponent
+    from nsae.saes import SAE
+
+    scaling = SAE.registry[cfg.sae.type].feature_scaling
+    return float(beta_exponent(NORM_POWER[cfg.loss.normalization_method], scaling))
 
 
-def run(cfg: DictConfig, run_dir: Path, callbacks: list | None = None) -> dict[str, Any]:
-    """Train and evaluate one condition on all of its ranks; return the metrics.json content
-    (empty on ranks other than 0). `callbacks` are extra Lightning callbacks (benchmarks use
-    them to watch a run)."""
+def run(
+    cfg: DictConfig,
+    run_dir: Path,
+    callbacks: list | None = None,
+    multirun: bool = False,
+    log_name: str = "train",
+) -> dict[str, Any]:
+    """Run one job on all of its ranks; return the metrics.json content (empty on ranks
+    other than 0 and for a job that is skipped). `callbacks` are extra Lightning callbacks
+    (benchmarks use them to watch a run)."""
     check_allocation(cfg.trainer)
-    ckpt_path = prepare_run_dir(cfg, run_dir, global_rank())
-    with local_ranks(cfg.trainer, run_dir, resume=ckpt_path is not None):
-        try:
-            return _fit_and_evaluate(cfg, run_dir, ckpt_path, callbacks)
-        finally:
-            end_process_group()
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    plan = job_plan(resolved, run_dir, multirun, bool(cfg.get("resume", False)))
+    if plan == "skip":
+        print(f"skipping {run_dir}: already finished with the same configuration")
+        return {"skipped": True}
+    layers = validate(cfg)
+    rank = global_rank()
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "failed.json").unlink(missing_ok=True)
+        if plan == "new":
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+            if HydraConfig.initialized():
+                overrides = list(HydraConfig.get().overrides.task)
+                (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
+    k = beta_exponent_of(cfg)
+    if multirun and k == 0 and cfg.coeff.get("k") is None:
+        return _skip_as_alpha(cfg, run_dir) if rank == 0 else {}
+    handler = attach_log_file(run_dir, log_name)
+    ckpt_path = str(run_dir / "checkpoints" / "last.ckpt") if plan == "resume" else None
+    try:
+        with local_ranks(cfg.trainer, run_dir, resume=ckpt_path is not None):
+            try:
+                return _fit_and_evaluate(cfg, run_dir, layers, ckpt_path, callbacks)
+            finally:
+                end_process_group()
+    except Interrupted:
+        raise
+    except Exception as err:
+        if rank == 0:
+            write_json(run_dir / "failed.json", {"error": describe(err)})
+        raise
+    finally:
+        detach_log_file(handler)
+
+
+def _skip_as_alpha(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """A coeff=beta cell with k = 0 is its alpha cell by construction (c_l = alpha n_l^0)."""
+    from nsae.preflight import comparable
+
+    mine = comparable(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    same = {k: v for k, v in mine.items() if not k.startswith("coeff.")}
+    sibling = None
+    for other in sorted(run_dir.parent.iterdir()):
+        config = other / "config.yaml"
+        if other == run_dir or not config.is_file():
+            continue
+        theirs = comparable(OmegaConf.to_container(OmegaConf.load(config)))  # type: ignore[arg-type]
+        if (
+            theirs.get("coeff.mode") == "alpha"
+            and theirs.get("coeff.alpha") == mine.get("coeff.alpha")
+            and {k: v for k, v in theirs.items() if not k.startswith("coeff.")} == same
+        ):
+            sibling = other.name
+            break
+    write_json(
+        run_dir / "skipped.json",
+        {
+            "reason": "coeff=beta with k = 0 is coeff=alpha by construction "
+            "(c_l = alpha * n_l^0); the alpha cell's run holds its results",
+            "same_as": sibling,
+            "condition": {"sae_type": cfg.sae.type, "coeff": "alpha", "alpha": cfg.coeff.alpha},
+        },
+    )
+    print(f"skipping {run_dir}: coeff=beta with k = 0 equals its alpha cell ({sibling})")
+    return {"skipped": True}
+
+
+def one_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def describe(err: Exception) -> str:
+    """nsae's own errors as they are; configuration errors and anything unexpected (a bug,
+    out of memory, ...) with their kind."""
+    if isinstance(err, NsaeError):
+        return one_line(err)
+    if isinstance(err, OmegaConfBaseException):
+        return f"config: {one_line(err)}"
+    return f"{type(err).__name__}: {one_line(err)}"
 
 
 def _fit_and_evaluate(
-    cfg: DictConfig, run_dir: Path, ckpt_path: str | None, callbacks: list | None
+    cfg: DictConfig,
+    run_dir: Path,
+    layers: list[int],
+    ckpt_path: str | None,
+    callbacks: list | None,
 ) -> dict[str, Any]:
     import lightning as L
     from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from transformers import AutoConfig
 
+    from nsae.console import progress_bar
     from nsae.data.datamodule import ActivationDataModule
     from nsae.export import export_saes
+    from nsae.loggers import build_loggers
     from nsae.module import SAEModule
     from nsae.saes import build_sae
-
-    try:
-        model_cfg = AutoConfig.from_pretrained(cfg.source.name)
-    except OSError as err:
-        raise NsaeError(f"cannot load source model {cfg.source.name!r}: {err}") from None
-    max_pos = getattr(model_cfg, "max_position_embeddings", None)
-    layers = validate(cfg, model_cfg.num_hidden_layers, max_pos)
+    from nsae.summary import RunFiles, checkpoint_step, summarize
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    d_model = model_cfg.hidden_size
+    d_model = source_shape(cfg.source)[2]
     variant_kwargs = {k: v for k, v in cfg.sae.items() if k not in SAE_COMMON_KEYS}
     try:
         sae = build_sae(
@@ -158,95 +206,88 @@ def _fit_and_evaluate(
         cfg.sae.init_b_dec,
     )
     dm = ActivationDataModule(cfg.data, cfg.source, layers, cfg.seed)
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    resume_step = checkpoint_step(ckpt_path)
+    loggers = build_loggers(cfg.get("logger"), run_dir, resume_step)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
     checkpoint = ModelCheckpoint(  # only last.ckpt, refreshed every validation interval
         dirpath=run_dir / "checkpoints",
         save_top_k=0,
         save_last=True,
         every_n_train_steps=cfg.trainer.val_check_interval,
     )
+    bar, stop = progress_bar(), GracefulStop(run_dir)
     trainer = instantiate(
         cfg.trainer,
         logger=loggers or False,
-        callbacks=[checkpoint, *(callbacks or [])],
+        enable_progress_bar=bar is not None,
+        callbacks=[
+            checkpoint,
+            RunFiles(run_dir, resumed=ckpt_path is not None),
+            stop,
+            *([bar] if bar else []),
+            *(callbacks or []),
+        ],
         default_root_dir=str(run_dir),
         plugins=cluster_plugins(),
     )
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    stop.check()
     started = time.perf_counter()
     trainer.test(module, datamodule=dm, verbose=False)
     eval_seconds = time.perf_counter() - started
     log.info("final evaluation: %.1f s over %d held-out contexts", eval_seconds, len(dm.eval_ids))
     if not trainer.is_global_zero:
         return {}
-
-    from nsae.data.norms import mean_norms
-    from nsae.metrics import cross_layer_stats, density_histogram, per_layer_dict
-
-    write_json(
-        run_dir / "norm_stats.json", {"layers": dm.norm_stats, "coefficients": module.coefficients}
-    )
+    summary = summarize(cfg, trainer, module, dm, layers, beta_exponent_of(cfg), eval_seconds)
+    if dm.synthetic is not None:  # the ground truth travels with the run
+        dm.synthetic.save(run_dir)
     export_saes(
         sae,
         layers,
         module.eval_density,
         run_dir,
         {
-            "model_name": cfg.source.name,
-            "hook_site": cfg.source.hook_site,
+            "model_name": summary["provenance"]["source"],
+            "hook_site": cfg.source.get("hook_site", "resid_post"),
             "context_size": cfg.data.context_size,
-            "dataset_path": str(cfg.data.path),
+            "dataset_path": summary["provenance"]["dataset"],
+            "provenance": summary["provenance"],
         },
         overwrite=ckpt_path is not None,  # a resumed run replaces its own partial export
     )
-    summary = {
-        "condition": {
-            "sae_type": cfg.sae.type,
-            "normalization_method": cfg.loss.normalization_method,
-            "coeff": cfg.coeff.mode,
-            "alpha": cfg.coeff.alpha,
-        },
-        "source": cfg.source.name,
-        "hook_site": cfg.source.hook_site,
-        "layers": layers,
-        "n_features": sae.n_features,
-        "steps": trainer.global_step,
-        "train_tokens": trainer.global_step * cfg.data.batch_size * trainer.world_size,
-        "eval_tokens": -(-cfg.data.n_eval_tokens // cfg.data.context_size) * cfg.data.context_size,
-        "eval_seconds": round(eval_seconds, 2),
-        "coefficients": module.coefficients,
-        "activation_cache": None
-        if dm.cache is None
-        else {"key": dm.cache.key, "built_by_this_job": dm.cache_built},
-        "metrics": per_layer_dict(module.eval_results, layers),
-        "feature_density_histogram": density_histogram(module.eval_density, layers),
-        "cross_layer": cross_layer_stats(
-            module.eval_results["l0"].tolist(), mean_norms(dm.norm_stats, layers).tolist()
-        ),
-    }
     write_json(run_dir / "metrics.json", summary)
     return summary
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    quiet_dependencies()  # again: Hydra has configured logging since cli() ran
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
-    if hc.mode == RunMode.MULTIRUN and (run_dir / "metrics.json").is_file():
-        print(f"skipping {run_dir}: already finished (metrics.json)")  # a re-run sweep
-        return
+    multirun = hc.mode == RunMode.MULTIRUN
     try:
-        summary = run(cfg, run_dir)
-    except NsaeError as err:
-        fail(err)
-    except OmegaConfBaseException as err:  # e.g. no default alpha for a new sae_type
-        fail(NsaeError(f"config: {str(err).splitlines()[0]}"))
+        summary = run(cfg, run_dir, multirun=multirun, log_name=hc.job.name)
+    except Interrupted as err:  # stops the whole command, sweep included
+        print(f"nsae: {err}", file=sys.stderr, flush=True)
+        sys.exit(err.exit_code)
+    except Exception as err:
+        if os.environ.get("NSAE_DEBUG"):
+            traceback.print_exc()
+        message = describe(err)
+        if multirun and not os.environ.get("SUBMITIT_EXECUTOR"):
+            print(f"nsae: error: {run_dir.name}: {message}", file=sys.stderr, flush=True)
+            OUTCOMES.append((run_dir, "failed", message))
+            return
+        fail(NsaeError(message))
+        return
     finally:
         if "wandb" in sys.modules:  # one W&B run per job, closed before the next job
             sys.modules["wandb"].finish()
-    if summary:
+    OUTCOMES.append((run_dir, "skipped" if summary.get("skipped") else "finished", None))
+    if summary and not summary.get("skipped"):
         means = summary["metrics"]
         print(f"run dir: {run_dir}")
         print(
@@ -258,12 +299,33 @@ def main(cfg: DictConfig) -> None:
         )
 
 
+def sweep_summary() -> int:
+    """Print how a sweep's jobs ended; the exit code (1 if any failed)."""
+    failed = [(d, e) for d, outcome, e in OUTCOMES if outcome == "failed"]
+    counts = {o: sum(1 for _, out, _ in OUTCOMES if out == o) for o in ("finished", "skipped")}
+    print(
+        f"nsae: sweep: {counts['finished']} finished, {counts['skipped']} skipped, "
+        f"{len(failed)} failed" + "".join(f"\n  failed: {d} ({e})" for d, e in failed)
+    )
+    return 1 if failed else 0
+
+
 def cli() -> None:
+    quiet_dependencies()
+    argv = sys.argv[1:]
     try:
-        check_group_choices(sys.argv[1:])
+        check_group_choices(argv)
+        if not external_ranks():
+            preflight(argv)
     except NsaeError as err:
         fail(err)
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("nsae: interrupted before training started; nothing to resume", file=sys.stderr)
+        sys.exit(130)
+    if len(OUTCOMES) > 1 or any(outcome == "failed" for _, outcome, _ in OUTCOMES):
+        sys.exit(sweep_summary())
 
 
 if __name__ == "__main__":

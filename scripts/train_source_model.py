@@ -5,9 +5,11 @@ The corpus comes from Debian's `bible-kjv` package (public domain, offline):
     apt-get install -y bible-kjv
     python scripts/train_source_model.py            # ~15 min on 2 CPU cores
 
-Every fifth chapter is held out from LM training. The held-out text ships in
-`nsae/assets/kjv/` as the default SAE data (train.txt / eval.txt); the model and its
-byte-level BPE tokenizer ship in Hugging Face format in `nsae/assets/kjv-gpt2/`.
+Every fifth chapter is held out from LM training. The default SAE data in
+`nsae/assets/kjv/` is the whole corpus, split by scripts/make_sae_data.py (eval = every
+tenth chapter, all of them held out here; train = the rest), which this script also
+writes; the model and its byte-level BPE tokenizer ship in Hugging Face format in
+`nsae/assets/kjv-gpt2/`.
 The held-out next-token loss and the corpus' unigram entropy (same tokens) are written
 to `nsae/assets/kjv-gpt2/training_stats.json` and quoted in the README.
 """
@@ -102,12 +104,11 @@ def main() -> None:
     args = p.parse_args()
     torch.manual_seed(0)
 
-    lm_lines, held_lines = split_chapters(read_kjv_chapters())
-    cut = int(len(held_lines) * 0.8)
-    data_dir = ASSETS / "kjv"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / "train.txt").write_text("\n".join(held_lines[:cut]) + "\n")
-    (data_dir / "eval.txt").write_text("\n".join(held_lines[cut:]) + "\n")
+    from make_sae_data import write_sae_data  # (it imports this module's reader)
+
+    chapters = read_kjv_chapters()
+    lm_lines, held_lines = split_chapters(chapters)
+    write_sae_data(chapters)
 
     model_dir = ASSETS / "kjv-gpt2"
     tok = train_tokenizer(lm_lines, args.vocab, model_dir)

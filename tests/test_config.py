@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from nsae.config import CONF_DIR, check_group_choices
+from nsae.config import CONF_DIR, asset, check_group_choices
 from nsae.errors import NsaeError
 
 SAE_TYPES = ("none", "normalized_sae")
@@ -38,7 +39,10 @@ def test_alpha_override_wins() -> None:
     assert compose_cfg("coeff.alpha=0.123").coeff.alpha == 0.123
 
 
-@pytest.mark.parametrize("preset", ["debug=tiny", "debug=fast", "experiment=nsae_grid"])
+@pytest.mark.parametrize(
+    "preset",
+    ["debug=tiny", "debug=fast", "debug=study", "experiment=nsae_grid", "experiment=nsae_study"],
+)
 def test_presets_override_the_base_config_and_pass_validation(preset: str) -> None:
     """Presets come after config.yaml's own keys in the defaults list, so they win; and
     each preset composes into a config that passes validation against the model."""
@@ -47,51 +51,134 @@ def test_presets_override_the_base_config_and_pass_validation(preset: str) -> No
     cfg = compose_cfg(preset)
     if preset == "debug=tiny":
         assert cfg.metrics.train_every_n_steps == 2  # config.yaml says 5
-    assert validate(cfg, n_layers=4, max_positions=128) == [0, 1, 2, 3]
+    assert validate(cfg) == ([1, 2] if preset == "debug=study" else [0, 1, 2, 3])
 
 
 def test_group_choice_check() -> None:
     check_group_choices(["sae_type=none,normalized_sae", "coeff=beta", "seed=3"])
-    with pytest.raises(
-        NsaeError,
-        match=r"sae_type=foo is not an option; valid: none, "
-        r"normalized_sae$",
-    ):
+    with pytest.raises(NsaeError, match=r"sae_type=foo is not an option; valid: batchtopk, "):
         check_group_choices(["sae_type=none,foo"])
 
 
-@pytest.mark.parametrize(
-    ("override", "expected"),
-    [
-        ("sae_type=foo", "sae_type=foo is not an option; valid: none, normalized_sae"),
-        (
-            "normalization_method=l3",
-            "normalization_method=l3 is not an option; valid: input_norm, input_norm_squared, none",
-        ),
-        ("coeff=gamma", "coeff=gamma is not an option; valid: alpha, beta"),
-        ("source.layers=[7]", "source.layers contains 7, outside the model; valid: 0..3 or all"),
-        ("coeff.alpha=-1", "coeff.alpha=-1 is negative; valid: >= 0"),
-        ("sae.noise_std=-0.5", "sae.noise_std=-0.5 is negative; valid: >= 0"),
-        (
-            "data.data_files.train=/nonexistent/train.txt",
-            "data file for split 'train' not found: /nonexistent/train.txt",
-        ),
-        (
-            "metrics.train_every_n_steps=80",
-            "metrics.train_every_n_steps=80 exceeds trainer.log_every_n_steps=50, so some "
-            "logged windows would have no training metrics; valid: 1..50",
-        ),
-        (
-            "data.context_size=4096",
-            "data.context_size=4096 exceeds the model's maximum positions; valid: 1..128",
-        ),
-    ],
-)
+SAE_OPTIONS = "batchtopk, gated, jumprelu, matryoshka, none, normalized_sae, topk"
+LAYERS = "valid: integers in 0..3, a list of them, or all"
+
+
+def files(tmp_path: Path) -> dict[str, Path]:
+    """Bad data files and model directories, made for real."""
+    from transformers import ViTConfig
+
+    tmp_path.mkdir(parents=True)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(bytes(range(256)) * 64)
+    no_weights = tmp_path / "no_weights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text((Path(asset("kjv-gpt2")) / "config.json").read_text())
+    vit = tmp_path / "vit"
+    ViTConfig(num_hidden_layers=2, hidden_size=32).save_pretrained(vit)
+    (vit / "model.safetensors").write_bytes(b"x")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    return {"empty": empty, "binary": binary, "no_weights": no_weights, "vit": vit, "file": a_file}
+
+
+# (override with {placeholders} for the files above, the expected error after "nsae: error: ")
+BAD_INPUTS = [
+    # values: types, ranges, enums, combinations
+    ("sae_type=foo", f"sae_type=foo is not an option; valid: {SAE_OPTIONS}"),
+    (
+        "normalization_method=l3",
+        "normalization_method=l3 is not an option; valid: input_norm, input_norm_squared, none",
+    ),
+    ("coeff=gamma", "coeff=gamma is not an option; valid: alpha, beta"),
+    ("source.layers=[7]", f"source.layers contains 7, outside the model; {LAYERS}"),
+    ("source.layers=al", f"source.layers='al' is not a layer index; {LAYERS}"),
+    ("coeff.alpha=-1", "coeff.alpha=-1 is out of range; valid: a number >= 0"),
+    ("coeff.alpha=abc", "coeff.alpha='abc' is not a number; valid: a number >= 0"),
+    ("optim.lr=abc", "optim.lr='abc' is not a number; valid: a number > 0"),
+    ("optim.lr=0", "optim.lr=0 is out of range; valid: a number > 0"),
+    ("sae.init_b_dec=median", "sae.init_b_dec='median'; valid: mean, geometric_median"),
+    (
+        "data.batch_size=40000",
+        "data.buffer_tokens=65536 is less than 2 x data.batch_size=40000; "
+        "valid: buffer_tokens >= 80000",
+    ),
+    (
+        "metrics.train_every_n_steps=80",
+        "metrics.train_every_n_steps=80 exceeds trainer.log_every_n_steps=50, so some "
+        "logged windows would have no training metrics; valid: 1..50",
+    ),
+    (
+        "data.context_size=4096",
+        "data.context_size=4096 exceeds the model's maximum positions; valid: 1..128",
+    ),
+    # Hydra's own errors, as one nsae line
+    (
+        "optim.lrr=1",
+        "optim.lrr is not a config key; valid keys under optim: betas, decay, lr, "
+        "min_lr_ratio, warmup_steps (+optim.lrr=... adds a new key)",
+    ),
+    # data
+    (
+        "data.data_files.train=/nonexistent/train.txt",
+        "data file for split 'train' not found: /nonexistent/train.txt",
+    ),
+    (
+        "data.data_files.train={empty}",
+        "data file for split 'train' is empty: {empty}; valid: a file with text in it",
+    ),
+    (
+        "data.data_files.eval={binary}",
+        "data file for split 'eval' is not UTF-8 text: {binary} (byte 128); "
+        "valid: a UTF-8 text file",
+    ),
+    (
+        "data.data_files.train={tmp}",
+        "data file for split 'train' is a directory, not a file: {tmp}; valid: a text file",
+    ),
+    # models
+    (
+        "source.name=/nonexistent/model",
+        "source.name=/nonexistent/model: no such model directory; valid: a local Hugging "
+        "Face model directory or a hub model name",
+    ),
+    (
+        "source.name={no_weights}",
+        "source.name={no_weights}: no weights in the model directory; valid: one of "
+        "model.safetensors, model.safetensors.index.json, pytorch_model.bin, "
+        "pytorch_model.bin.index.json",
+    ),
+    (
+        "source.name={vit}",
+        "source.name={vit} is a 'vit' model, not a causal LM; valid: a model that "
+        "AutoModelForCausalLM loads (GPT-2, GPT-NeoX, Llama, ...)",
+    ),
+    # paths
+    (
+        "hydra.run.dir={file}/run",
+        "run directory {file}/run is under a file; choose another hydra.run.dir",
+    ),
+]
+
+
+@pytest.mark.parametrize(("override", "expected"), BAD_INPUTS)
 def test_bad_input_is_one_line(override: str, expected: str, tmp_path, cli) -> None:
-    extra = ["sae_type=normalized_sae"] if "noise_std" in override else []
-    proc = cli(override, *extra, f"hydra.run.dir={tmp_path}/run", timeout=120)
-    assert proc.returncode == 2
+    """Exit 2, exactly one `nsae: error:` line naming the value and what is valid, no
+    traceback, and nothing written: no run directory, no cache entry."""
+    made = {k: str(v) for k, v in files(tmp_path / "inputs").items()} | {"tmp": str(tmp_path)}
+    override, expected = override.format(**made), expected.format(**made)
+    run_dir = tmp_path / "out" / "run"
+    args = (
+        [override]
+        if override.startswith("hydra.run.dir")
+        else [override, f"hydra.run.dir={run_dir}"]
+    )
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = cli(*args, f"data.cache_dir={tmp_path / 'cache'}", timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines == [f"nsae: error: {expected}"]
-    assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before training
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no run dir, no cache

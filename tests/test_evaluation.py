@@ -26,6 +26,10 @@ def cfg():
 
 
 def evaluate(cfg, sae) -> dict[str, torch.Tensor]:
+    return evaluated_module(cfg, sae).eval_results
+
+
+def evaluated_module(cfg, sae) -> SAEModule:
     module = SAEModule(sae, LAYERS, "none", cfg.coeff, cfg.optim, cfg.metrics)
     dm = ActivationDataModule(cfg.data, cfg.source, LAYERS)
     trainer = L.Trainer(
@@ -36,7 +40,7 @@ def evaluate(cfg, sae) -> dict[str, torch.Tensor]:
         enable_checkpointing=False,
     )
     trainer.test(module, datamodule=dm, verbose=False)
-    return module.eval_results
+    return module
 
 
 def identity_sae(d: int):
@@ -60,14 +64,32 @@ def test_identity_sae_scores_one_and_zero_kl(cfg) -> None:
     assert torch.isnan(out["norm_l0_corr"]).all()  # L0 = d on every token: undefined
 
 
+def test_identity_sae_saebench_scores_and_norm_bins(cfg) -> None:
+    module = evaluated_module(cfg, identity_sae(128))
+    out, ones = module.eval_results, torch.ones(4, dtype=torch.float64)
+    for name in ("kl_div_score", "ce_loss_score", "l2_ratio", "frac_alive"):
+        torch.testing.assert_close(out[name], ones, msg=name)
+    torch.testing.assert_close(out["l0_norm_slope"], torch.zeros(4, dtype=torch.float64))
+    binned = module.binned_results()
+    n_contexts, T = 1024 // 128, 128  # data.n_eval_tokens=1024 in contexts of 128 tokens
+    for layer in LAYERS:
+        rows = binned["by_norm_decile"][f"layer_{layer}"]
+        assert sum(r["count"] for r in rows) == n_contexts * (T - 1)
+        assert all(r["nmse"] == pytest.approx(0, abs=1e-9) for r in rows if r["count"])
+        assert all(r["l0"] == 128 for r in rows if r["count"])  # every x_d is nonzero
+        assert binned["by_norm_decile"]["position_0"][f"layer_{layer}"]["count"] == n_contexts
+    assert binned["l0_norm_slope"]["mean"] == pytest.approx(0.0, abs=1e-9)
+
+
 def test_zero_reconstruction_scores_zero(cfg) -> None:
     sae = build_sae("none", len(LAYERS), 128, 256)
     with torch.no_grad():
         sae.W_dec_LMD.zero_()  # x_hat = b_dec = 0 whatever the features
     out = evaluate(cfg, sae)
-    torch.testing.assert_close(
-        out["reconstruction_score"], torch.zeros(4, dtype=torch.float64), atol=1e-9, rtol=0
-    )
+    for name in ("reconstruction_score", "kl_div_score", "ce_loss_score", "l2_ratio"):
+        torch.testing.assert_close(
+            out[name], torch.zeros(4, dtype=torch.float64), atol=1e-9, rtol=0, msg=name
+        )
     assert (out["kl"] > 0.1).all()
 
 

@@ -9,7 +9,15 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from nsae.metrics import METRICS, RecentFiring, SAEMetrics, SpliceMetrics
+from nsae.metrics import (
+    METRICS,
+    NormBinnedMetrics,
+    RecentFiring,
+    SAEBenchMetrics,
+    SAEMetrics,
+    SpliceMetrics,
+    decile_edges,
+)
 
 L, D, M, V, B = 3, 6, 10, 7, 128
 STEP_TOKENS = 32  # tokens per training step, over all ranks
@@ -21,6 +29,7 @@ def fixed_data() -> tuple[torch.Tensor, ...]:
     x_hat = 0.9 * x + torch.randn(B, L, D, generator=g)
     f = torch.relu(torch.randn(B, L, M, generator=g) - 1.0)
     ids = torch.randint(0, V, (8, 5), generator=g)
+    ids[:, 0] = 0  # BOS
     logits = torch.randn(3, 8, 5, V, generator=g)  # clean, recon, zero
     return x, x_hat, f, ids, logits
 
@@ -30,15 +39,20 @@ def evaluate(rank: int, world: int) -> dict[str, torch.Tensor]:
     compute() syncs across ranks."""
     x, x_hat, f, ids, logits = fixed_data()
     metrics, splice = SAEMetrics(list(METRICS), L, D, M), SpliceMetrics(L)
-    recent = RecentFiring(L, D, M)
+    recent, saebench = RecentFiring(L, D, M), SAEBenchMetrics(L, M)
+    pos0 = torch.arange(B) % 16 == 0  # contexts of 16 tokens
+    binned = NormBinnedMetrics(L, decile_edges(x.norm(dim=-1)[~pos0]))
     for step_idx in torch.arange(B).split(STEP_TOKENS):
         idx = step_idx[rank::world]
-        metrics.update(x[idx], x_hat[idx], f[idx])
-        recent.update(x[idx], x_hat[idx], f[idx])
+        b = metrics.update(x[idx], x_hat[idx], f[idx])
+        recent.update(b)
+        saebench.update(b, ~pos0[idx])
+        binned.update(b, pos0[idx])
     ctx = torch.arange(rank, 8, world)
     for j in range(L):
-        splice.update(j, ids[ctx], *(logits[k, ctx] for k in range(3)))
-    out = metrics.compute() | splice.compute()
+        splice.update(j, ids[ctx], *(logits[k, ctx] for k in range(3)), mask_BT=ids[ctx] != 0)
+    out = metrics.compute() | splice.compute() | saebench.compute()
+    out |= {f"binned/{k}": v for k, v in binned.compute().items()}
     out["dead_fraction"] = recent.dead_fraction(window_steps=2)
     return out
 

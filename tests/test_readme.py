@@ -24,3 +24,17 @@ def test_readme_has_exactly_two_setup_commands() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert readme_commands()[1] in ci
+
+
+def test_readme_bad_input_examples_print_what_readme_says(cli) -> None:
+    """Each `$ python -m nsae.train ...` example of README's Bad input section prints the
+    line README shows under it, and nothing else on stderr."""
+    import shlex
+
+    section = (ROOT / "README.md").read_text().split("## Bad input", 1)[1]
+    examples = re.findall(r"^\$ python -m nsae\.train (.+)\n(nsae: error: .+)$", section, re.M)
+    assert len(examples) >= 3
+    for args, expected in examples:
+        proc = cli(*shlex.split(args))
+        assert proc.returncode == 2, args
+        assert proc.stderr.strip() == expected, args

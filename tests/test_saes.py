@@ -148,7 +148,8 @@ def test_b_dec_init_mean_and_geometric_median() -> None:
 
 
 def test_unknown_sae_type_names_the_options() -> None:
-    with pytest.raises(ValueError, match="valid: none, normalized_sae"):
+    valid = "batchtopk, gated, jumprelu, matryoshka, none, normalized_sae, topk"
+    with pytest.raises(ValueError, match=f"valid: {valid}$"):
         build_sae("foo", 1, 2, 2)
 
 

@@ -1,11 +1,32 @@
 """The on-disk activation cache, shared by the jobs of a sweep.
 
 A cache entry holds the activations of a split's first `n_tokens` tokens as one
-memory-mappable `.npy` array [N, L, D], keyed by everything that determines them (model,
-dataset, split, layers, hook site, context size, token count, dtype, special-token rule).
-It is written into a temporary directory and renamed into place, under an exclusive file
-lock: of several jobs that need the same entry, one harvests while the others wait, then all
-read the same file. A finished entry is never rewritten.
+memory-mappable `.npy` array [N, L, D]. Its key is a hash of everything that changes the
+stored numbers (`fields`, built by the datamodule): the model's weights, config and every
+tokenizer file (content hashes of a local model directory, or hub name + resolved commit),
+the data (content hashes of local data files, or hub name, config, revision, split, text
+column), token count, context size, packing rule, layers, hook site, source dtype and
+autocast, special-token rule, storage dtype and `FORMAT_VERSION`. `meta.json` records them
+all readably, with the key.
+
+Content hashes are cheap at start-up: each file is hashed (sha256) once, and the digest is
+remembered in `<cache root>/file_digests.json`, keyed by (absolute path, size, mtime_ns);
+a file whose size or mtime changed is hashed again, and so is one whose mtime lies within
+2 s of when it was hashed (mtime ticks are coarse, so a rewrite in the same tick would
+otherwise go unseen: git's "racily clean" rule). Concurrent jobs may race on that index;
+the loser's digests are merely computed again next time.
+
+An entry is written into `<key>.tmp-<pid>` and renamed into place, under an exclusive
+file lock `<key>.lock` held for the whole build: of several jobs that need the same entry,
+one harvests while the others wait, then all read the same file. A build first removes
+orphaned partial builds of any key: a `<key>.tmp-*` whose `<key>.lock` nobody holds (its
+builder died; this also holds across hosts sharing the cache directory, where a pid says
+nothing). A finished entry is never rewritten (its files are made read-only).
+
+float16 storage: chunks are checked as they come; at the first |x| > 65504 one warning is
+logged and the entry is harvested again (calling `harvest()` anew; overflows come early,
+e.g. at BOS, so little is redone) and stored in float32, so no value is ever rounded to
+float16; meta.json says `requested_dtype: float16, stored_dtype: float32, overflow: true`.
 """
 
 from __future__ import annotations
@@ -13,8 +34,11 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
+import stat
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,8 +50,12 @@ from torch import Tensor
 
 from nsae.errors import NsaeError
 
-FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 2
 _DTYPES = {"float16": np.float16, "float32": np.float32}
+FLOAT16_MAX = 65504.0
+DIGEST_INDEX = "file_digests.json"
+RACY_NS = 2_000_000_000  # a file modified this close to its hashing is hashed again
 
 
 def cache_key(fields: dict[str, Any]) -> str:
@@ -35,24 +63,86 @@ def cache_key(fields: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def model_fingerprint(name: str) -> str:
-    """A local model's config and weight files (names, sizes, mtimes); a hub name as is."""
+def file_digest(path: str | Path, root: str | Path | None) -> str:
+    """sha256 of a file's contents, remembered in `root/file_digests.json` by (absolute
+    path, size, mtime_ns) (not remembered when root is None)."""
+    path = Path(path).resolve()
+    st = path.stat()
+    index_path = Path(root) / DIGEST_INDEX if root is not None else None
+    try:
+        index = json.loads(index_path.read_text()) if index_path else {}
+    except (OSError, ValueError):
+        index = {}
+    known = index.get(str(path))
+    if (
+        known
+        and (known["size"], known["mtime_ns"]) == (st.st_size, st.st_mtime_ns)
+        and st.st_mtime_ns < known["hashed_at_ns"] - RACY_NS
+    ):
+        return known["sha256"]
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    index[str(path)] = {
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "hashed_at_ns": time.time_ns(),
+        "sha256": h.hexdigest(),
+    }
+    if index_path is None:
+        return h.hexdigest()
+    index_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = index_path.with_name(f"{DIGEST_INDEX}.{os.getpid()}")
+    tmp.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+    tmp.replace(index_path)
+    return index[str(path)]["sha256"]
+
+
+def model_fingerprint(name: str, root: str | Path) -> dict[str, Any]:
+    """A local model directory: the sha256 of every file in it (weights, config, all
+    tokenizer files). A hub name: the name and the commit it resolves to in the local
+    Hugging Face cache ("unresolved" when it is not there)."""
     path = Path(name)
-    if not path.is_dir():
-        return name
-    files = sorted(p for p in path.iterdir() if p.suffix in (".json", ".safetensors", ".bin"))
-    return ";".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in files)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return {"files": {str(p.relative_to(path)): file_digest(p, root) for p in files}}
+    try:
+        from huggingface_hub import snapshot_download
+
+        commit = Path(snapshot_download(name, local_files_only=True)).name
+    except Exception:  # any failure to resolve it offline
+        commit = "unresolved"
+    return {"hub": name, "revision": commit}
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive lock on `path`; with wait=False yield False at once if it is held."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    with open(path, "a") as fh:
         try:
-            yield
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def remove_orphans(root: Path, held_key: str | None = None) -> list[Path]:
+    """Remove partial builds (`<key>.tmp-*`) whose key's lock nobody holds (or whose key is
+    `held_key`, the lock the caller holds); return them."""
+    removed = []
+    for tmp in sorted(root.glob("*.tmp-*")):
+        key = tmp.name.split(".tmp-")[0]
+        with _locked(root / f"{key}.lock", wait=False) as free:
+            if (free or key == held_key) and tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed.append(tmp)
+    return removed
 
 
 class ActivationCache:
@@ -63,11 +153,16 @@ class ActivationCache:
             raise NsaeError(f"data.cache_dtype={dtype!r}; valid: {', '.join(_DTYPES)}")
         self.fields, self.dtype = {**fields, "dtype": dtype}, dtype
         self.key = cache_key(self.fields)
-        self.dir = Path(root) / self.key
+        self.root = Path(root)
+        self.dir = self.root / self.key
 
     @property
     def complete(self) -> bool:
         return (self.dir / "meta.json").is_file()
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return json.loads((self.dir / "meta.json").read_text())
 
     def ensure(self, harvest: Callable[[], Iterable[Tensor]], n_tokens: int) -> bool:
         """Build the entry from `harvest()` ([n, L, D] chunks) unless it exists; return
@@ -75,66 +170,91 @@ class ActivationCache:
         if self.complete:
             self.check()
             return False
-        with _locked(self.dir.with_name(self.key + ".lock")):
+        with _locked(self.root / f"{self.key}.lock"):
             if self.complete:  # another job built it while we waited
                 self.check()
                 return False
-            tmp = self.dir.with_name(f"{self.key}.tmp-{os.getpid()}")
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_orphans(self.root, held_key=self.key)
+            tmp = self.root / f"{self.key}.tmp-{os.getpid()}"
             tmp.mkdir(parents=True)
-            arr, have = None, 0
-            for chunk in harvest():
-                take = chunk[: n_tokens - have].cpu().numpy().astype(_DTYPES[self.dtype])
-                if arr is None:
-                    arr = np.lib.format.open_memmap(
-                        tmp / "acts.npy",
-                        mode="w+",
-                        dtype=_DTYPES[self.dtype],
-                        shape=(n_tokens, *take.shape[1:]),
-                    )
-                arr[have : have + len(take)] = take
-                have += len(take)
-                if have >= n_tokens:
-                    break
-            if arr is None or have < n_tokens:
+            stored, have = self.dtype, self._write(harvest(), n_tokens, tmp, self.dtype)
+            if have is None:  # float16 overflow: harvest again, into float32
+                stored, have = "float32", self._write(harvest(), n_tokens, tmp, "float32")
+            assert have is not None
+            if have < n_tokens:
                 shutil.rmtree(tmp)
                 raise NsaeError(
                     f"the training split has only {have} tokens; set "
                     f"data.cache_tokens to at most that"
                 )
-            arr.flush()
-            del arr
-            meta = {**self.fields, "n_tokens": n_tokens, "key": self.key}
+            meta = {
+                **self.fields,
+                "format_version": FORMAT_VERSION,
+                "n_tokens": n_tokens,
+                "requested_dtype": self.dtype,
+                "stored_dtype": stored,
+                "overflow": stored != self.dtype,
+                "key": self.key,
+            }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+            for f in tmp.iterdir():
+                f.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
             tmp.rename(self.dir)
             return True
+
+    def _write(self, chunks: Iterable[Tensor], n_tokens: int, tmp: Path, dtype: str) -> int | None:
+        """Write the first n_tokens rows of `chunks` to tmp/acts.npy in `dtype`; return how
+        many rows there were (at most n_tokens), or None if a float16 value overflowed."""
+        arr, have = None, 0
+        for chunk in chunks:
+            take = chunk[: n_tokens - have].detach().float().cpu().numpy()
+            peak = float(np.abs(take).max()) if take.size else 0.0
+            if dtype == "float16" and peak > FLOAT16_MAX:
+                log.warning(
+                    "activation cache %s: |x| = %.4g exceeds the float16 range (65504); "
+                    "storing float32 instead",
+                    self.key,
+                    peak,
+                )
+                return None
+            if arr is None:
+                arr = np.lib.format.open_memmap(
+                    tmp / "acts.npy",
+                    mode="w+",
+                    dtype=_DTYPES[dtype],
+                    shape=(n_tokens, *take.shape[1:]),
+                )
+            arr[have : have + len(take)] = take
+            have += len(take)
+            if have >= n_tokens:
+                break
+        if arr is not None:
+            arr.flush()
+        return have
 
     def check(self) -> None:
         """A finished entry must be readable and match its key."""
         try:
-            meta = json.loads((self.dir / "meta.json").read_text())
+            meta = self.meta
             acts = np.load(self.dir / "acts.npy", mmap_mode="r")
         except (OSError, ValueError) as err:
             raise NsaeError(
                 f"activation cache {self.dir} is unreadable ({err}); delete it to rebuild"
             ) from None
-        if meta.get("key") != self.key or len(acts) != meta.get("n_tokens"):
+        if (
+            meta.get("key") != self.key
+            or len(acts) != meta.get("n_tokens")
+            or str(acts.dtype) != meta.get("stored_dtype")
+        ):
             raise NsaeError(
                 f"activation cache {self.dir} does not match its key; delete it to rebuild"
             )
 
     def chunks(
-        self,
-        chunk_tokens: int,
-        device: torch.device,
-        seed: int,
-        rank: int = 0,
-        world: int = 1,
-        skip: int = 0,
+        self, chunk_tokens: int, device: torch.device, seed: int, rank: int = 0, world: int = 1
     ) -> Iterator[Tensor]:
         """Endless float32 chunks [chunk_tokens, L, D] on `device`: each epoch visits this
-        rank's share of the chunks in a new random order. The first `skip` chunks of the
-        sequence are passed over without being read (resuming at a data position)."""
+        rank's share of the chunks in a new random order (a function of `seed` only)."""
         acts = np.load(self.dir / "acts.npy", mmap_mode="r")
         starts = np.arange(0, len(acts) - chunk_tokens + 1, chunk_tokens)[rank::world]
         if len(starts) == 0:
@@ -143,11 +263,6 @@ class ActivationCache:
             )
         rng = np.random.default_rng(seed)
         while True:
-            order = rng.permutation(starts)
-            if skip >= len(order):
-                skip -= len(order)
-                continue
-            order, skip = order[skip:], 0
-            for s in order:
+            for s in rng.permutation(starts):
                 block = torch.from_numpy(np.array(acts[s : s + chunk_tokens]))  # a copy
                 yield block.to(device, non_blocking=True).float()

@@ -2,16 +2,30 @@
 
 Training batches are activations [batch, L, D] served from a `ShuffleBuffer` on the
 training device, refilled by harvesting the train split (sharded by rank, so no two ranks
-see the same context). Before training, a held-out sample gives the norm statistics (and
-the SAE's b_dec initialisation). Validation and evaluation batches are held-out contexts
-[B, T] (this rank's share); the module harvests them with `harvest` and, for the
-downstream metrics, splices reconstructions back in through `harvester.logits`.
+see the same context), or read from the on-disk activation cache of the train split.
+Before training, the first contexts of the TRAIN split give the norm sample: the norm
+statistics (n_l, the coefficients, the evaluation norm bins) and the SAE's b_dec
+initialisation, so nothing is fitted on evaluation tokens. An eval split that is the train
+split (same split, or same file contents) is refused unless `data.allow_eval_overlap`.
+Validation and evaluation batches are the eval split's first contexts [B, T] (this rank's
+share); the module harvests them with `harvest`, finds each token's position with
+`eval_positions(keep_BT)`, and, for the downstream metrics, splices reconstructions back in
+through `harvester.logits`.
+
+The training stream is a function of (seed, rank, world, batches consumed): a run resumed
+from a checkpoint rebuilds its buffer by replaying the same chunks and permutations without
+serving them (re-reading the cache, or re-harvesting without it), so from the next step on
+it sees bit for bit the batches of the uninterrupted run. The batches consumed are
+`trainer.global_step x accumulate_grad_batches` (the loop prefetches, so what the iterator
+yielded would overcount); Lightning restores `global_step` before it asks for the loader.
 """
 
 from __future__ import annotations
 
+import glob
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -20,10 +34,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from nsae.data.buffer import ShuffleBuffer
-from nsae.data.cache import ActivationCache, model_fingerprint
+from nsae.data.cache import ActivationCache, file_digest, model_fingerprint
 from nsae.data.norms import norm_statistics
 from nsae.data.source import Harvester, load_source
-from nsae.data.text import load_rows, packed_contexts
+from nsae.data.synthetic import SyntheticSource
+from nsae.data.text import PACKING_RULE, load_rows, packed_contexts
 from nsae.errors import NsaeError
 
 
@@ -47,6 +62,7 @@ class ContextStream(IterableDataset):
                 self.data.get("data_files"),
                 self.data.get("streaming", False),
                 self.data.get("name"),
+                self.data.get("revision"),
             )
             contexts = packed_contexts(
                 rows, self.tokenizer, self.data.context_size, self.data.get("text_column", "text")
@@ -54,57 +70,134 @@ class ContextStream(IterableDataset):
             yield from itertools.islice(contexts, shard, None, shards)
 
 
+def own_generator() -> torch.Generator:
+    """A DataLoader's own generator: without one, every `iter(loader)` draws its base seed
+    from the global torch RNG, so validation runs and a resume's replay would shift the
+    random stream of training (the Normalized SAE's noise)."""
+    return torch.Generator().manual_seed(0)
+
+
+def split_files(data: Any, split: str) -> list[str]:
+    """The local files behind one split (globs expanded), [] for a hub dataset."""
+    files = (data.get("data_files") or {}).get(split)
+    if files is None:
+        path = Path(str(data.path))
+        return sorted(str(p) for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+    names = [files] if isinstance(files, str) else list(files)
+    out: list[str] = []
+    for name in map(str, names):
+        out += [name] if "://" in name else sorted(glob.glob(name)) or [name]
+    return out
+
+
+def data_fingerprint(data: Any, split: str, root: str | None) -> dict[str, Any]:
+    """What determines one split's rows: builder or hub name, config, revision, split, text
+    column, and the sha256 of every local file."""
+    files = split_files(data, split)
+    return {
+        "path": str(data.path),
+        "name": data.get("name"),
+        "revision": data.get("revision"),
+        "split": split,
+        "text_column": data.get("text_column", "text"),
+        "files": {f: f if "://" in f else file_digest(f, root) for f in files},
+    }
+
+
 class ActivationDataModule(L.LightningDataModule):
+    """After `setup`: `norm_sample` [N, L, D] and `norm_positions` [N] (the first
+    n_norm_tokens of the train split, and each token's position in its context),
+    `norm_stats` (`norm_statistics` of them), `eval_ids` [C, T] (this rank's evaluation
+    contexts), `cache` (or None); `harvest(ids_BT)` and `eval_positions(keep_BT)` for the
+    module's evaluation batches."""
+
     def __init__(self, data: Any, source: Any, layers: list[int], seed: int = 0) -> None:
         super().__init__()
         self.data, self.source, self.layers, self.seed = data, source, layers, seed
         self.harvester: Harvester | None = None
-        self.norm_sample: Tensor | None = None  # [n_norm_tokens, L, D], identical on all ranks
-        self.norm_stats: dict[str, dict[str, float]] = {}
+        self.norm_sample: Tensor | None = None  # [N, L, D] from the train split, all ranks
+        self.norm_positions: Tensor | None = None  # [N] each sample token's context position
+        self.norm_stats: dict[str, dict[str, Any]] = {}
         self.eval_ids = torch.empty(0, 0, dtype=torch.long)  # this rank's evaluation contexts
         self.cache: ActivationCache | None = None
         self.cache_built = False
-        # The training stream's position, saved in checkpoints: the chunks it had drawn
-        # before this process started.
-        self.chunks_skipped = 0
+        self.batches_consumed = 0  # from a checkpoint; used when no trainer is attached
         self.buffer: ShuffleBuffer | None = None
+        self.synthetic: SyntheticSource | None = None  # source.kind=synthetic
 
     # -- set-up ----------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        if self.harvester is not None:
+        if self.harvester is not None or self.synthetic is not None:
             return
         trainer = self.trainer
         self.device = trainer.strategy.root_device if trainer else torch.device("cpu")
         self.rank, self.world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        if self.source.get("kind", "lm") == "synthetic":
+            self._setup_synthetic()
+            return
+        self._check_eval_disjoint()
         model, self.tokenizer = load_source(self.source.name, self.source.get("dtype", "float32"))
         self.harvester = Harvester(
             model.to(self.device), self.layers, self.source.hook_site, self.source.get("autocast")
         )
+        d, T = self.data, self.data.context_size
+        norm_ids = self._take_contexts(d.train_split, -(-d.n_norm_tokens // T), "n_norm_tokens")
+        acts, positions = [], []
+        for ids_BT in norm_ids.split(d.harvest_batch):
+            x_NLD, keep_BT = self.harvest(ids_BT)
+            acts.append(x_NLD)
+            positions.append(self.eval_positions(keep_BT))
+        self.norm_sample = torch.cat(acts)[: d.n_norm_tokens]
+        self.norm_positions = torch.cat(positions)[: d.n_norm_tokens]
+        self.norm_stats = norm_statistics(self.norm_sample, self.layers, self.norm_positions)
+        eval_ids = self._take_contexts(d.eval_split, -(-d.n_eval_tokens // T), "n_eval_tokens")
+        self.eval_ids = eval_ids[self.rank :: self.world]
+        self.cache = self._ensure_cache() if d.get("cache", False) else None
 
-        n_norm, n_eval, T = self.data.n_norm_tokens, self.data.n_eval_tokens, self.data.context_size
-        held = self._context_batches(self.data.eval_split, repeat=False, sharded=False)
-        ids_CT = self._take_contexts(held, -(-max(n_norm, n_eval) // T))
-        sample = [self.harvest(c)[0] for c in ids_CT.split(self.data.harvest_batch)]
-        self.norm_sample = torch.cat(sample)[:n_norm]
-        self.norm_stats = norm_statistics(self.norm_sample, self.layers)
-        self.eval_ids = ids_CT[: -(-n_eval // T)][self.rank :: self.world]
-        self.cache = self._ensure_cache() if self.data.get("cache", False) else None
+    def _setup_synthetic(self) -> None:
+        """Synthetic layers: the norm sample from the "norm" stream, the evaluation set as
+        indices of the "eval" stream (batches of data.batch_size tokens), no cache; no
+        token is at position 0 (there is no BOS)."""
+        d = self.data
+        self.synthetic = SyntheticSource(self.source, self.layers, self.seed, self.device)
+        self.norm_sample = self.synthetic.norm_sample(d.n_norm_tokens)
+        self.norm_positions = torch.ones(len(self.norm_sample), dtype=torch.long)
+        self.norm_stats = norm_statistics(self.norm_sample, self.layers, self.norm_positions)
+        indices = self.synthetic.eval_indices(d.n_eval_tokens, d.batch_size, self.rank, self.world)
+        self.eval_ids = torch.tensor(indices, dtype=torch.long)
+
+    def _check_eval_disjoint(self) -> None:
+        """Refuse an eval split that is the train split (same name, or same file contents)."""
+        d = self.data
+        if d.get("allow_eval_overlap", False):
+            return
+        why = "the same split" if d.eval_split == d.train_split else None
+        if why is None and d.get("data_files"):
+            root = d.get("cache_dir")
+            digests = {file_digest(f, root): f for f in split_files(d, d.train_split)}
+            same = [f for f in split_files(d, d.eval_split) if file_digest(f, root) in digests]
+            why = f"{same[0]} has the contents of a train file" if same else None
+        if why is not None:
+            raise NsaeError(
+                f"data.eval_split={d.eval_split!r} overlaps data.train_split={d.train_split!r} "
+                f"({why}), so evaluation would use training tokens; valid: a disjoint eval "
+                "split, or data.allow_eval_overlap=true"
+            )
 
     def _ensure_cache(self) -> ActivationCache:
         """Build (once per key, across jobs) or reuse the train split's activation cache."""
         d, src = self.data, self.source
         fields = {
             "model": src.name,
-            "model_files": model_fingerprint(src.name),
+            "model_files": model_fingerprint(src.name, d.cache_dir),
             "source_dtype": src.get("dtype", "float32"),
             "source_autocast": src.get("autocast"),
             "hook_site": src.hook_site,
             "layers": list(self.layers),
-            "dataset": d.path,
-            "name": d.get("name"),
-            "data_files": d.get("data_files"),
-            "split": d.train_split,
+            "data": data_fingerprint(d, d.train_split, d.cache_dir),
+            "n_tokens": d.cache_tokens,
             "context_size": d.context_size,
+            "packing": PACKING_RULE,
             "exclude_special_tokens": d.get("exclude_special_tokens", False),
         }
         cache = ActivationCache(d.cache_dir, fields, d.get("cache_dtype", "float16"))
@@ -126,53 +219,80 @@ class ActivationDataModule(L.LightningDataModule):
             keep_BT = ~torch.isin(ids_BT, special)
         return acts_BTLD[keep_BT].float(), keep_BT
 
+    @staticmethod
+    def eval_positions(keep_BT: Tensor) -> Tensor:
+        """Each harvested token's position in its context, [N] (long, on keep_BT's device),
+        aligned with the rows of `harvest(...)[0]`; position 0 is the context's BOS."""
+        B, T = keep_BT.shape
+        return torch.arange(T, device=keep_BT.device).expand(B, T)[keep_BT]
+
     def _context_batches(self, split: str, repeat: bool, sharded: bool) -> DataLoader:
         """Batches of `harvest_batch` contexts, [B, T], of one split."""
         rank, world = (self.rank, self.world) if sharded else (0, 1)
         stream = ContextStream(self.data, split, self.tokenizer, repeat, rank, world)
         workers = self.data.get("num_workers", 0) if repeat else 0
-        return DataLoader(stream, batch_size=self.data.harvest_batch, num_workers=workers)
+        return DataLoader(
+            stream, self.data.harvest_batch, num_workers=workers, generator=own_generator()
+        )
 
-    def _take_contexts(self, batches: DataLoader, n: int) -> Tensor:
+    def _take_contexts(self, split: str, n: int, key: str) -> Tensor:
         """The first n contexts of a split, [n, T]."""
+        batches = self._context_batches(split, repeat=False, sharded=False)
         contexts = list(itertools.islice((c for batch in batches for c in batch), n))
         if len(contexts) < n:
             raise NsaeError(
-                f"split {self.data.eval_split!r} has {len(contexts)} contexts of "
-                f"{self.data.context_size} tokens; data.n_eval_tokens and data.n_norm_tokens "
-                f"must be at most {len(contexts) * self.data.context_size}"
+                f"split {split!r} has {len(contexts)} contexts of {self.data.context_size} "
+                f"tokens; data.{key} must be at most {len(contexts) * self.data.context_size}"
             )
         return torch.stack(contexts)
 
     # -- loaders ---------------------------------------------------------------------------
+    def _consumed(self) -> int:
+        """Training batches already consumed: from the trainer (restored from a checkpoint
+        before the loader is built), else from `load_state_dict`."""
+        if self.trainer is None:
+            return self.batches_consumed
+        return self.trainer.global_step * self.trainer.accumulate_grad_batches
+
     def train_dataloader(self) -> ShuffleBuffer:
-        """This rank's training stream. A resumed run continues the same stream after the
-        chunks it had drawn (the buffer's unserved tokens at the checkpoint are skipped)."""
+        """This rank's training stream, positioned after the batches already consumed."""
         # (the trailing 0 keeps the data order, and so the README's results, of earlier runs)
         seed = hash((self.seed, self.rank, 0)) % 2**31
-        skip = self.chunks_skipped
-        if self.cache is not None:
+        if self.synthetic is not None:
+            chunks = self.synthetic.train_chunks(self.synthetic.chunk_tokens, self.rank, self.world)
+        elif self.cache is not None:
             chunk = self.data.harvest_batch * self.data.context_size
-            chunks = self.cache.chunks(chunk, self.device, seed, self.rank, self.world, skip)
+            chunks = self.cache.chunks(chunk, self.device, seed, self.rank, self.world)
         else:
             contexts = self._context_batches(self.data.train_split, repeat=True, sharded=True)
-            chunks = (self.harvest(c)[0] for c in itertools.islice(contexts, skip, None))
+            chunks = (self.harvest(c)[0] for c in contexts)
+        self.batches_consumed = self._consumed()
         self.buffer = ShuffleBuffer(
-            chunks, self.data.buffer_tokens, self.data.batch_size, seed=seed
+            chunks, self.data.buffer_tokens, self.data.batch_size, seed, self.batches_consumed
         )
         return self.buffer
 
     def state_dict(self) -> dict[str, Any]:
-        """Saved in checkpoints (from rank 0; every rank draws chunks at the same rate)."""
-        taken = self.buffer.chunks_taken if self.buffer is not None else 0
-        return {"chunks_drawn": self.chunks_skipped + taken, "norm_stats": self.norm_stats}
+        """Saved in checkpoints (from rank 0; every rank consumes batches at the same rate):
+        the batches consumed (what a resumed stream skips), the chunks the stream had drawn
+        (prefetch included; informative), and the norm statistics."""
+        drawn = self.buffer.chunks_taken if self.buffer is not None else 0
+        return {
+            "batches_consumed": self._consumed(),
+            "chunks_drawn": drawn,
+            "norm_stats": self.norm_stats,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.chunks_skipped = state["chunks_drawn"]
+        self.batches_consumed = state.get("batches_consumed", 0)
         self.norm_stats = state["norm_stats"]
 
     def val_dataloader(self) -> DataLoader:
-        """Batches of this rank's evaluation contexts, [B, T]."""
-        return DataLoader(list(self.eval_ids.split(self.data.harvest_batch)), batch_size=None)
+        """Batches of this rank's evaluation contexts, [B, T] (synthetic: batch indices)."""
+        if self.synthetic is not None:
+            batches = self.eval_ids.tolist()
+        else:
+            batches = list(self.eval_ids.split(self.data.harvest_batch))
+        return DataLoader(batches, batch_size=None, generator=own_generator())
 
     test_dataloader = val_dataloader

@@ -17,14 +17,40 @@ from torch import Tensor
 from nsae.errors import NsaeError
 
 TOKEN_COLUMNS = ("input_ids", "tokens")
+# How `packed_contexts` turns rows into contexts; part of the activation cache key, so
+# change this string whenever the rule changes.
+PACKING_RULE = (
+    "v1: BOS at position 0, then context_size-1 tokens of the concatenated rows, "
+    "EOS after every row, no overlap, the incomplete tail dropped"
+)
 
 
-def check_data_files(data_files: Mapping[str, object] | None) -> None:
-    """Every local data file must exist (hub datasets have none)."""
+def check_data_files(data_files: Mapping[str, object] | None, builder: str = "text") -> None:
+    """Every local data file must exist, be a readable non-empty file and, for the `text`
+    builder, be UTF-8 text (hub datasets and URLs are not checked here)."""
     for split, files in (data_files or {}).items():
         for f in [files] if isinstance(files, str) else list(files):  # type: ignore[arg-type]
-            if "://" not in str(f) and not Path(str(f)).exists():
-                raise NsaeError(f"data file for split {split!r} not found: {f}")
+            path = Path(str(f))
+            where = f"data file for split {split!r}"
+            if "://" in str(f):
+                continue
+            if not path.exists():
+                raise NsaeError(f"{where} not found: {f}")
+            if not path.is_file():
+                raise NsaeError(f"{where} is a directory, not a file: {f}; valid: a text file")
+            if path.stat().st_size == 0:
+                raise NsaeError(f"{where} is empty: {f}; valid: a file with text in it")
+            if builder == "text":
+                with path.open("rb") as fh:
+                    head = fh.read(1 << 16)
+                try:
+                    head.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    if err.start < len(head) - 4:  # not just a character cut at the end
+                        raise NsaeError(
+                            f"{where} is not UTF-8 text: {f} (byte {err.start}); "
+                            "valid: a UTF-8 text file"
+                        ) from None
 
 
 def load_rows(
@@ -33,15 +59,19 @@ def load_rows(
     data_files: Mapping[str, object] | None = None,
     streaming: bool = False,
     name: str | None = None,
+    revision: str | None = None,
 ) -> Iterable[Mapping[str, object]]:
-    """The rows of one split, from local files or the hub (streamed if asked)."""
+    """The rows of one split, from local files or the hub (streamed if asked; `revision`
+    pins a hub dataset's git ref)."""
     import datasets
 
-    check_data_files(data_files)
+    check_data_files(data_files, path)
     files = dict(data_files) if data_files else None
     if files is not None and split not in files:
         raise NsaeError(f"split {split!r} not in data.data_files; valid: {', '.join(files)}")
-    return datasets.load_dataset(path, name, data_files=files, split=split, streaming=streaming)
+    return datasets.load_dataset(
+        path, name, data_files=files, split=split, streaming=streaming, revision=revision
+    )
 
 
 def row_tokens(row: Mapping[str, object], tokenizer: object, text_column: str) -> list[int]:

@@ -1,9 +1,12 @@
-"""A report as a list of blocks, rendered to Markdown and to self-contained HTML."""
+"""A report as a list of blocks, rendered to Markdown (images by relative path) and to a
+self-contained HTML page (images as data URIs)."""
 
 from __future__ import annotations
 
+import base64
 import html
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -50,7 +53,13 @@ def to_markdown(blocks: list[Block]) -> str:
     return "\n".join(out)
 
 
-def to_html(blocks: list[Block], title: str) -> str:
+def data_uri(path: Path) -> str:
+    """The file as a data: URI (PNG), so that the HTML page needs no other file."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def to_html(blocks: list[Block], title: str, base: Path) -> str:
+    """A self-contained page: images are embedded from `base` / Image.path as data URIs."""
     e = html.escape
     out = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>",
@@ -71,7 +80,7 @@ def to_html(blocks: list[Block], title: str) -> str:
             out.append(f"<table><tr>{head}</tr>{body}</table>")
         else:
             out.append(
-                f"<figure><img src='{e(b.path)}' alt='{e(b.caption)}'>"
+                f"<figure><img src='{data_uri(base / b.path)}' alt='{e(b.caption)}'>"
                 f"<figcaption>{e(b.caption)}</figcaption></figure>"
             )
     out.append("</body></html>")

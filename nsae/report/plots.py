@@ -1,8 +1,12 @@
-"""The report's figures (matplotlib, Agg backend), one PNG each."""
+"""The report's figures (matplotlib, Agg backend), one PNG each, from plain numbers.
+
+`panels` draws one subplot per panel (e.g. per layer) and one line per series (e.g. per
+condition), with optional error bars; the other helpers draw distributions."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -11,90 +15,108 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from nsae.report.jobs import NORMS, SAE_TYPES, Job
+COLORS = plt.get_cmap("tab20").colors
+Series = (
+    tuple[Sequence[float], Sequence[float]]
+    | tuple[Sequence[float], Sequence[float], Sequence[float | None]]
+)
 
-COLORS = plt.get_cmap("tab10").colors
+
+def _color(name: str, names: list[str]) -> tuple[float, ...]:
+    return COLORS[names.index(name) % len(COLORS)]
 
 
-def style(job: Job) -> dict[str, object]:
-    i = SAE_TYPES.index(job.sae_type) * len(NORMS) + NORMS.index(job.norm)
+def _style(name: str) -> dict[str, str]:
     return {
-        "color": COLORS[i % len(COLORS)],
-        "linestyle": "-" if job.coeff == "alpha" else "--",
-        "marker": "o" if job.sae_type == "none" else "s",
-        "label": job.label,
+        "linestyle": "--" if "/beta" in name else "-",
+        "marker": "s" if "normalized" in name else "o",
     }
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+def save(fig: plt.Figure, path: Path, bottom: float = 0.16) -> Path:
+    """Write a PNG (fixed margins: tight_layout costs more than the drawing on log axes)."""
+    fig.subplots_adjust(left=0.09, right=0.98, bottom=bottom, top=0.9, wspace=0.32, hspace=0.55)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
+    if path.stat().st_size == 0:
+        raise OSError(f"empty figure written to {path}")
     return path
 
 
-def by_layer(jobs: list[Job], metric: str, ylabel: str, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for job in jobs:
-        ax.plot(job.summary["layers"], job.per_layer(metric), **style(job))  # type: ignore[index]
-    ax.set_xlabel("layer")
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
+def _grid(n: int, width: float = 4.2, height: float = 3.2) -> tuple[plt.Figure, list]:
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.axis("off")
+    return fig, flat[:n]
 
 
-def l0_vs_norm(jobs: list[Job], path: Path) -> Path:
-    """Each layer's L0 against its mean input norm, with a least-squares line and r."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for job in jobs:
-        x, y = np.array(job.mean_norms()), np.array(job.per_layer("l0"))
-        st = style(job)
-        r = np.corrcoef(x, y)[0, 1] if len(x) > 1 and x.std() and y.std() else float("nan")
-        ax.scatter(x, y, color=st["color"], marker=st["marker"])
-        if len(x) > 1 and x.std():
-            slope, icept = np.polyfit(x, y, 1)
-            xs = np.linspace(x.min(), x.max(), 10)
-            ax.plot(
-                xs,
-                slope * xs + icept,
-                color=st["color"],
-                linestyle=st["linestyle"],
-                label=f"{job.label} (r={r:.2f})",
-            )
-    ax.set_xlabel("layer mean input norm ||x||")
-    ax.set_ylabel("mean L0")
-    ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
-
-
-def pareto(curves: dict[str, list[Job]], metric: str, ylabel: str, path: Path) -> Path:
-    """Per condition, its alpha sub-grid as a curve of metric against mean L0."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for runs in curves.values():
-        pts = sorted(
-            (j.mean("l0"), j.mean(metric))
-            for j in runs
-            if j.mean("l0") is not None and j.mean(metric) is not None
-        )
-        if pts:
-            ax.plot(*zip(*pts, strict=True), **style(runs[0]))
-    ax.set_xscale("log")
-    ax.set_xlabel("mean L0")
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
-
-
-def distributions(
-    samples: dict[str, np.ndarray],
+def panels(
+    data: dict[str, dict[str, Series]],
     xlabel: str,
+    ylabel: str,
     path: Path,
-    transform: Callable[[np.ndarray], np.ndarray] = lambda a: a,
+    logx: bool = False,
+    logy: bool = False,
+    hline: float | None = None,
 ) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for label, values in samples.items():
-        ax.hist(transform(values), bins=60, histtype="step", density=True, label=label)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("density")
-    ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
+    """One subplot per panel title, one line per series name: (x, y) or (x, y, y_err)."""
+    names = sorted({s for series in data.values() for s in series})
+    fig, axes = _grid(max(len(data), 1))
+    for ax, (title, series) in zip(axes, data.items(), strict=False):
+        for name, pts in series.items():
+            xs, ys = np.asarray(pts[0], dtype=float), np.asarray(pts[1], dtype=float)
+            if len(xs) == 0:
+                continue
+            err = None
+            if len(pts) == 3:
+                err = np.array([np.nan if e is None else e for e in pts[2]], dtype=float)  # type: ignore[misc]
+            kw = {"color": _color(name, names), "label": name, "markersize": 4, **_style(name)}
+            if err is not None and np.isfinite(err).any():
+                ax.errorbar(xs, ys, yerr=np.nan_to_num(err), capsize=2, **kw)
+            else:
+                ax.plot(xs, ys, **kw)
+        if hline is not None:
+            ax.axhline(hline, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if logx:
+            ax.set_xscale("log")
+        if logy:
+            ax.set_yscale("log")
+    if names:
+        axes[0].legend(fontsize=6)
+    return save(fig, path)
+
+
+def histograms(
+    data: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, path: Path
+) -> Path:
+    """One bar histogram per panel from (edges [n+1], counts [n]), log count axis."""
+    fig, axes = _grid(max(len(data), 1))
+    for ax, (title, (edges, counts)) in zip(axes, data.items(), strict=False):
+        e = np.asarray(edges, dtype=float)
+        ax.bar(e[:-1], np.asarray(counts, dtype=float), width=np.diff(e), align="edge")
+        ax.set_yscale("symlog")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("count")
+    return save(fig, path)
+
+
+def boxes(data: dict[str, dict[str, np.ndarray]], ylabel: str, path: Path, logy: bool) -> Path:
+    """One subplot per panel; one box (quartiles, 1-99% whiskers) per named sample."""
+    fig, axes = _grid(max(len(data), 1), width=5.5, height=4.5)
+    for ax, (title, samples) in zip(axes, data.items(), strict=False):
+        names = list(samples)
+        ax.boxplot([samples[n] for n in names], whis=(1, 99), showfliers=False)
+        ax.set_xticks(range(1, len(names) + 1), names, rotation=60, ha="right", fontsize=6)
+        if logy:
+            ax.set_yscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel(ylabel)
+    return save(fig, path, bottom=0.4)

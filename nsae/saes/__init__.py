@@ -1,22 +1,50 @@
-"""SAE variants. Each module in this package defines one variant (a subclass of `SAE`
-with a `name`); importing the package registers them all, keyed by `sae_type`."""
+"""SAE variants. Each module in this package but `base` defines one variant (a subclass of
+`SAE` with a `name`); importing the package registers them all, keyed by `sae_type`."""
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
 
-from nsae.saes.base import SAE
+from nsae.saes.base import SAE, TrainOutput
 
 for _mod in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_mod.name}")
 
+COEFF_MODES = ("alpha", "beta")
+
+
+def sae_class(sae_type: str) -> type[SAE]:
+    if sae_type not in SAE.registry:
+        raise ValueError(f"sae_type={sae_type!r}; valid: {', '.join(sorted(SAE.registry))}")
+    return SAE.registry[sae_type]
+
 
 def build_sae(sae_type: str, n_layers: int, d_model: int, n_features: int, **kwargs: object) -> SAE:
     """Instantiate the variant registered as `sae_type`."""
-    if sae_type not in SAE.registry:
-        raise ValueError(f"sae_type={sae_type!r}; valid: {', '.join(sorted(SAE.registry))}")
-    return SAE.registry[sae_type](n_layers, d_model, n_features, **kwargs)
+    return sae_class(sae_type)(n_layers, d_model, n_features, **kwargs)
 
 
-__all__ = ["SAE", "build_sae"]
+def check_combination(sae_type: str, normalization_method: str, coeff_mode: str) -> None:
+    """Refuse a (sae_type, normalization_method, coeff) condition that means nothing, with
+    one line saying why: e.g. coeff=beta scales a sparsity coefficient, which topk,
+    batchtopk and matryoshka do not have (their sparsity is set by sae.k; coeff=alpha is
+    accepted there and its alpha is unused)."""
+    cls = sae_class(sae_type)
+    if normalization_method not in cls.normalization_methods:
+        raise ValueError(
+            f"normalization_method={normalization_method!r} does not apply to "
+            f"sae_type={sae_type}; valid: {', '.join(cls.normalization_methods)}"
+        )
+    if coeff_mode not in COEFF_MODES:
+        raise ValueError(f"coeff={coeff_mode!r}; valid: {', '.join(COEFF_MODES)}")
+    if coeff_mode == "beta" and not cls.uses_sparsity_coeff:
+        with_coeff = sorted(n for n, c in SAE.registry.items() if c.uses_sparsity_coeff)
+        raise ValueError(
+            f"coeff=beta on sae_type={sae_type}: it has no sparsity coefficient to scale "
+            f"(its sparsity is set by sae.k); use coeff=alpha (alpha unused), or beta with "
+            f"sae_type in {', '.join(with_coeff)}"
+        )
+
+
+__all__ = ["SAE", "TrainOutput", "build_sae", "check_combination", "sae_class"]

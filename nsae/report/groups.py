@@ -1,0 +1,148 @@
+"""Grouping runs so that different settings never mix.
+
+A run's *setting* is its whole resolved config minus the grid axes (sae.type and the
+type's own sae.* hyper-parameters, loss.normalization_method, coeff.*), the seed and run
+bookkeeping (BOOKKEEPING). Runs with different settings go to different sections, titled
+by the keys that differ. Within a section the type's own hyper-parameters (e.g.
+sae.noise_std of normalized_sae) must agree too: a section takes one variant per SAE type.
+Within a section, a `Cell` is one condition at one alpha: its seeds."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from nsae.report.runs import COEFFS, NORMS, SAE_COMMON_KEYS, SAE_TYPES, Run
+from nsae.report.stats import Stat, mean_ci
+
+AXES = ("sae.type", "loss.normalization_method", "seed")
+AXIS_PREFIXES = ("coeff.",)
+BOOKKEEPING = ("resume", "logger", "hydra", "data.cache_dir", "data.num_workers")
+
+Condition = tuple[str, str, str, float | None]  # sae_type, norm, coeff mode, beta exponent k
+
+
+def label(cond: Condition) -> str:
+    sae, norm, coeff, k = cond
+    return f"{sae}/{norm}/{coeff}" + ("" if k is None else f"(k={k:g})")
+
+
+def order(cond: Condition) -> tuple:
+    axes = (SAE_TYPES, NORMS, COEFFS)
+    idx = tuple(a.index(v) if v in a else len(a) for a, v in zip(axes, cond[:3], strict=True))
+    return (*idx, cond[3] if cond[3] is not None else -1.0)
+
+
+def _typed(key: str) -> bool:
+    return key.startswith("sae.") and key.split(".")[1] not in SAE_COMMON_KEYS
+
+
+def _setting(run: Run) -> tuple[tuple[str, Any], ...]:
+    def keep(k: str) -> bool:
+        if k in AXES or k.startswith(AXIS_PREFIXES) or _typed(k):
+            return False
+        return not any(k == b or k.startswith(b + ".") for b in BOOKKEEPING)
+
+    return tuple(sorted((k, v) for k, v in run.config.items() if keep(k)))
+
+
+def _variant(run: Run) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((k, v) for k, v in run.config.items() if _typed(k)))
+
+
+@dataclass
+class Cell:
+    """One condition at one alpha in one section: its seeds (runs of any status)."""
+
+    condition: Condition
+    alpha: float | None
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def done(self) -> list[Run]:
+        return [r for r in self.runs if r.ok]
+
+    @property
+    def scale(self) -> float:
+        return self.runs[0].scale
+
+    @property
+    def skipped(self) -> bool:
+        return any(r.status == "skipped" for r in self.done)
+
+    @property
+    def sources(self) -> list[str]:
+        """The run dirs (relative to the sweep) whose metrics.json the numbers come from."""
+        return sorted({(r.same_as if r.status == "skipped" else r.rel) or r.rel for r in self.done})
+
+    def values(self, metric: str, layer: int | str = "mean") -> list[float | None]:
+        return [r.value(metric, layer) for r in sorted(self.done, key=lambda r: r.seed)]
+
+    def stat(self, metric: str, layer: int | str = "mean") -> Stat | None:
+        return mean_ci(self.values(metric, layer))
+
+
+@dataclass
+class Section:
+    title: str
+    setting: dict[str, Any]  # the differing keys' values, for the title and report.json
+    runs: list[Run]
+    cells: dict[Condition, list[Cell]] = field(default_factory=dict)  # cells by alpha
+
+    def layers(self) -> list[int]:
+        return sorted({layer for r in self.runs for layer in r.layers()})
+
+    def representative(self, cond: Condition) -> Cell | None:
+        """The condition's cell at its default alpha (scale 1), else its middle one."""
+        done = [c for c in self.cells.get(cond, []) if c.done]
+        if not done:
+            return None
+        default = [c for c in done if c.scale == 1.0]
+        return default[0] if default else done[len(done) // 2]
+
+
+def _cells(runs: list[Run]) -> dict[Condition, list[Cell]]:
+    out: dict[Condition, dict[float | None, Cell]] = {}
+    for r in runs:
+        cells = out.setdefault(r.condition, {})
+        cells.setdefault(r.alpha, Cell(r.condition, r.alpha)).runs.append(r)
+    return {
+        cond: sorted(by_alpha.values(), key=lambda c: (c.alpha is None, c.alpha or 0.0))
+        for cond, by_alpha in sorted(out.items(), key=lambda kv: order(kv[0]))
+    }
+
+
+def _seen(parts: list[tuple[dict[str, Any], list[Run]]], key: str) -> set[str]:
+    """The values of `key` across sections; a type's own key counts only where the type is."""
+    typed = key.endswith(")")
+    return {repr(keys.get(key)) for keys, _ in parts if not typed or key in keys}
+
+
+def sections(runs: list[Run]) -> list[Section]:
+    """The runs' sections: one per setting and per choice of one variant for each SAE type
+    (a type's runs with one variant appear in every section of their setting)."""
+    parts: list[tuple[dict[str, Any], list[Run]]] = []
+    by_setting: dict[tuple, list[Run]] = {}
+    for r in runs:
+        by_setting.setdefault(_setting(r), []).append(r)
+    for setting, members in by_setting.items():
+        variants: dict[str, dict[tuple, list[Run]]] = {}
+        for r in members:
+            variants.setdefault(r.sae_type, {}).setdefault(_variant(r), []).append(r)
+        types = sorted(variants)
+        for choice in itertools.product(*(sorted(variants[t], key=repr) for t in types)):
+            keys = dict(setting)
+            chosen: list[Run] = []
+            for t, var in zip(types, choice, strict=True):
+                keys |= {f"{k} ({t})": v for k, v in var}
+                chosen += variants[t][var]
+            parts.append((keys, chosen))
+    all_keys = sorted({k for keys, _ in parts for k in keys})
+    differ = [k for k in all_keys if len(_seen(parts, k)) > 1]
+    out = []
+    for keys, members in parts:
+        shown = {k: keys.get(k) for k in differ}
+        title = ", ".join(f"{k}={v}" for k, v in shown.items()) or "all runs"
+        out.append(Section(title, shown, members, _cells(members)))
+    return sorted(out, key=lambda s: s.title)

@@ -1,0 +1,47 @@
+"""The report's sections: each `build(section, ctx) -> list[Block]` writes its figures into
+ctx.out and its numbers (with the run dirs they came from) into ctx.record."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nsae.report.document import Block, Image
+from nsae.report.stats import Stat
+
+
+@dataclass
+class Ctx:
+    sweep: Path
+    out: Path  # <sweep>/report_files
+    prefix: str = ""  # the section's file-name prefix, e.g. "s0_"
+    record: dict[str, Any] = field(default_factory=dict)  # this section's report.json entry
+    figures: bool = True  # False: numbers only (no figure drawn, none shown)
+
+    def figure(self, name: str, caption: str, draw: Callable[[Path], Any]) -> list[Block]:
+        """Draw figure `name` with draw(path); return the block that shows it."""
+        if not self.figures:
+            return []
+        file = f"{self.prefix}{name}.png"
+        draw(self.out / file)
+        return [Image(f"{self.out.name}/{file}", caption)]
+
+    def existing(self, name: str, caption: str) -> list[Block]:
+        """The block for a figure another section drew, if it did."""
+        file = f"{self.prefix}{name}.png"
+        shown = self.figures and (self.out / file).is_file()
+        return [Image(f"{self.out.name}/{file}", caption)] if shown else []
+
+
+def fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4g}"
+
+
+def fmt_stat(s: Stat | None) -> str:
+    return "n/a" if s is None else s.text()
+
+
+def stat_dict(s: Stat | None, sources: list[str]) -> dict[str, Any] | None:
+    return None if s is None else {**s.as_dict(), "sources": sources}

@@ -1,0 +1,133 @@
+"""Seed statistics and interpolation in log L0: pure functions of plain numbers.
+
+- `mean_ci`: over n seeds, mean m and the 95% Student-t half-width
+  h = t_{0.975, n-1} * s / sqrt(n) (s: the sample standard deviation, ddof 1); n = 1: no h.
+- `diff_ci`: the difference of two independent means a - b with Welch's half-width
+  h = t_{0.975, nu} * sqrt(s_a^2/n_a + s_b^2/n_b), nu the Welch-Satterthwaite degrees of
+  freedom; no h unless both sides have n >= 2.
+- `interp_log`: y at a target L0 by linear interpolation in log L0 between the two
+  neighbouring points; outside the points' range, linear extrapolation from the two end
+  points, flagged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as st
+
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A mean over seeds with its 95% CI half-width (None for n < 2)."""
+
+    mean: float
+    half: float | None
+    n: int
+
+    @property
+    def lo(self) -> float | None:
+        return None if self.half is None else self.mean - self.half
+
+    @property
+    def hi(self) -> float | None:
+        return None if self.half is None else self.mean + self.half
+
+    def text(self) -> str:
+        if self.half is None:
+            return f"{self.mean:.4g} (n={self.n})"
+        return f"{self.mean:.4g} ± {self.half:.2g} (n={self.n})"
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {"mean": self.mean, "ci_lo": self.lo, "ci_hi": self.hi, "n": self.n}
+
+
+def mean_ci(values: Sequence[float | None]) -> Stat | None:
+    """Mean and 95% Student-t CI over the finite values; None if there is none."""
+    v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    if len(v) == 0:
+        return None
+    if len(v) < 2:
+        return Stat(float(v[0]), None, 1)
+    half = st.t.ppf(0.5 + LEVEL / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return Stat(float(v.mean()), float(half), len(v))
+
+
+def diff_ci(a: Sequence[float | None], b: Sequence[float | None]) -> Stat | None:
+    """mean(a) - mean(b) with Welch's 95% half-width; n is min(n_a, n_b)."""
+    va = np.array([x for x in a if x is not None and math.isfinite(x)], dtype=np.float64)
+    vb = np.array([x for x in b if x is not None and math.isfinite(x)], dtype=np.float64)
+    if len(va) == 0 or len(vb) == 0:
+        return None
+    d = float(va.mean() - vb.mean())
+    n = min(len(va), len(vb))
+    if n < 2:
+        return Stat(d, None, n)
+    qa, qb = va.var(ddof=1) / len(va), vb.var(ddof=1) / len(vb)
+    se = math.sqrt(qa + qb)
+    if se == 0:
+        return Stat(d, 0.0, n)
+    nu = (qa + qb) ** 2 / (qa**2 / (len(va) - 1) + qb**2 / (len(vb) - 1))
+    return Stat(d, float(st.t.ppf(0.5 + LEVEL / 2, nu) * se), n)
+
+
+def interp_log(l0: Sequence[float], y: Sequence[float], target: float) -> tuple[float | None, bool]:
+    """(y at `target`, extrapolated?) from points (l0_i, y_i), linear in log L0.
+
+    Points with a non-positive L0 or a missing y are dropped; with no point left, or one
+    point that is not at the target, the value is None (and flagged)."""
+    pts = sorted(
+        (math.log(a), b)
+        for a, b in zip(l0, y, strict=True)
+        if a is not None and b is not None and a > 0 and math.isfinite(b)
+    )
+    t = math.log(target)
+    if not pts:
+        return None, True
+    xs = [p[0] for p in pts]
+    if len(pts) == 1 or xs[0] == xs[-1]:
+        same = math.isclose(xs[0], t, abs_tol=1e-9)
+        return (float(np.mean([p[1] for p in pts])) if same else None), not same
+    if xs[0] <= t <= xs[-1]:
+        return float(np.interp(t, xs, [p[1] for p in pts])), False
+    (x0, y0), (x1, y1) = (pts[0], pts[1]) if t < xs[0] else (pts[-2], pts[-1])
+    return float(y0 + (y1 - y0) * (t - x0) / (x1 - x0)), True
+
+
+def targets(ranges: Sequence[tuple[float, float]], n: int = 3) -> tuple[list[float], bool]:
+    """Common L0 targets for curves spanning `ranges` [(min L0, max L0)]: n log-spaced
+    points over their overlap (True), or, where they do not all overlap, over the span
+    from the smallest curve midpoint to the largest (False: some values extrapolate)."""
+    ranges = [(lo, hi) for lo, hi in ranges if lo > 0 and hi > 0]
+    if not ranges:
+        return [], False
+    lo, hi = max(r[0] for r in ranges), min(r[1] for r in ranges)
+    overlap = lo <= hi
+    if not overlap:
+        mids = [math.sqrt(a * b) for a, b in ranges]
+        lo, hi = min(mids), max(mids)
+    pts = np.geomspace(lo, hi, n) if hi > lo else np.array([lo])
+    return [float(p) for p in pts], overlap
+
+
+def converged(
+    steps: Sequence[float], values: Sequence[float], frac: float = 0.2, tol: float = 0.05
+) -> tuple[bool | None, float | None]:
+    """(converged?, relative move) over the last `frac` of the steps: with v0 and v1 the
+    first and last logged values at step >= (1 - frac) * last step, the move is
+    |v1 - v0| / |v1|; converged if it is below `tol`. (None, None) with fewer than 2 points
+    in that window."""
+    pts = sorted((s, v) for s, v in zip(steps, values, strict=True) if math.isfinite(v))
+    if not pts:
+        return None, None
+    start = (1 - frac) * pts[-1][0]
+    window = [v for s, v in pts if s >= start]
+    if len(window) < 2:
+        return None, None
+    move = abs(window[-1] - window[0]) / max(abs(window[-1]), 1e-12)
+    return move < tol, move

@@ -1,0 +1,152 @@
+"""A finished job is never rewritten or passed off as another; bad jobs stop a command
+before any job starts (nsae/preflight.py)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nsae.errors import NsaeError
+from nsae.preflight import compose_jobs, differing_keys, display_path, job_plan, preflight
+
+CFG = {"seed": 0, "optim": {"lr": 0.003}, "data": {"cache_dir": "/a"}, "resume": False}
+
+
+def write_run(run_dir: Path, cfg: dict, finished: bool, ckpt: bool = False) -> None:
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    if finished:
+        (run_dir / "metrics.json").write_text("{}")
+    if ckpt:
+        (run_dir / "checkpoints").mkdir()
+        (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"x")
+
+
+def test_a_new_directory_is_new(tmp_path: Path) -> None:
+    assert job_plan(CFG, tmp_path / "run", multirun=False, resume=False) == "new"
+    with pytest.raises(NsaeError, match=r"resume=true but .*last.ckpt does not exist"):
+        job_plan(CFG, tmp_path / "run", multirun=False, resume=True)
+
+
+def test_a_finished_job_is_skipped_only_under_the_same_config(tmp_path: Path) -> None:
+    write_run(tmp_path / "run", CFG, finished=True)
+    same_but_paths = {**CFG, "data": {"cache_dir": "/elsewhere"}, "resume": True}
+    assert job_plan(same_but_paths, tmp_path / "run", multirun=True, resume=False) == "skip"
+    other = {**CFG, "optim": {"lr": 0.01}}
+    with pytest.raises(NsaeError, match=r"another configuration \(differs in optim.lr\)"):
+        job_plan(other, tmp_path / "run", multirun=True, resume=False)
+    with pytest.raises(NsaeError, match="already holds a finished run"):
+        job_plan(CFG, tmp_path / "run", multirun=False, resume=False)
+
+
+def test_an_interrupted_job_resumes_in_a_sweep_and_needs_resume_alone(tmp_path: Path) -> None:
+    write_run(tmp_path / "run", CFG, finished=False, ckpt=True)
+    assert job_plan(CFG, tmp_path / "run", multirun=True, resume=False) == "resume"
+    assert job_plan(CFG, tmp_path / "run", multirun=False, resume=True) == "resume"
+    with pytest.raises(NsaeError, match="holds an interrupted run; continue it with resume=true"):
+        job_plan(CFG, tmp_path / "run", multirun=False, resume=False)
+    with pytest.raises(NsaeError, match=r"differs in seed"):
+        job_plan({**CFG, "seed": 1}, tmp_path / "run", multirun=True, resume=False)
+
+
+def test_a_run_directory_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "run").write_text("")
+    with pytest.raises(NsaeError, match="is a file"):
+        job_plan(CFG, tmp_path / "run", multirun=False, resume=False)
+
+
+def test_asset_paths_compare_as_embedded_names() -> None:
+    from nsae.config import asset
+
+    assert display_path(asset("kjv-gpt2")) == "embedded:kjv-gpt2"
+    a = {"source": {"name": asset("kjv-gpt2")}}
+    assert differing_keys(a, {"source": {"name": "embedded:kjv-gpt2"}}) == []
+    assert differing_keys(a, {"source": {"name": "gpt2"}}) == ["source.name"]
+
+
+def test_sweep_jobs_compose_as_hydra_names_them(tmp_path: Path) -> None:
+    multirun, jobs = compose_jobs(["-m", "experiment=nsae_grid", f"hydra.sweep.dir={tmp_path}"])
+    assert multirun and len(jobs) == 12
+    assert jobs[0].run_dir == tmp_path / "0_none_none_alpha_alpha=2.0"
+    assert jobs[11].run_dir.name.startswith("11_normalized_sae_input_norm_squared_beta_")
+
+
+def test_every_bad_job_is_named_before_any_starts(tmp_path: Path) -> None:
+    argv = ["-m", "coeff.alpha=1,-1,2,abc", f"hydra.sweep.dir={tmp_path / 's'}"]
+    with pytest.raises(NsaeError) as err:
+        preflight(argv)
+    message = str(err.value)
+    assert "2 of 4 jobs cannot run, so none was started" in message
+    assert "job 1 (coeff.alpha=-1)" in message and "job 3 (coeff.alpha=abc)" in message
+    assert not (tmp_path / "s").exists()
+
+
+def sha1_tree(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.slow
+def test_rerunning_a_sweep_never_touches_a_finished_job(cli, tmp_path: Path) -> None:
+    """Same overrides: skipped, byte for byte untouched. A results-changing override: the
+    whole re-run is refused before any job starts, and still nothing changes."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "debug=tiny", "source.layers=[1]", f"hydra.sweep.dir={sweep}"]
+    first = cli(*args, "sae_type=none")
+    assert first.returncode == 0, first.stderr[-2000:]
+    (job,) = [p for p in sweep.iterdir() if p.is_dir()]
+    assert not (job / ".hydra").exists()
+    before = sha1_tree(sweep)
+    again = cli(*args, "sae_type=none")
+    assert again.returncode == 0 and "skipping" in again.stdout
+    assert sha1_tree(sweep) == {**before, "multirun.yaml": sha1_tree(sweep)["multirun.yaml"]}
+    changed = cli(*args, "sae_type=none", "optim.lr=0.01")
+    assert changed.returncode == 2
+    errors = [line for line in changed.stderr.splitlines() if line.startswith("nsae: error:")]
+    assert len(errors) == 1 and "differs in optim.lr" in errors[0] and job.name in errors[0]
+    assert "Traceback" not in changed.stderr
+    assert sha1_tree(sweep) == {**before, "multirun.yaml": sha1_tree(sweep)["multirun.yaml"]}
+    single = cli("debug=tiny", "source.layers=[1]", f"hydra.run.dir={job}")
+    assert single.returncode == 2 and "already holds a finished run" in single.stderr
+    assert sha1_tree(sweep) == {**before, "multirun.yaml": sha1_tree(sweep)["multirun.yaml"]}
+
+
+def test_a_bad_job_in_a_cli_sweep_stops_it_before_anything_is_written(cli, tmp_path: Path) -> None:
+    sweep = tmp_path / "s"
+    for bad in ("coeff.alpha=1,-1,2", "sae_type=choice(none,foo)"):
+        proc = cli("-m", bad, f"hydra.sweep.dir={sweep}")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("nsae: error: "), lines
+        assert not sweep.exists()
+    assert "job 1 (coeff.alpha=-1)" in cli("-m", "coeff.alpha=1,-1,2").stderr
+    assert "sae_type=foo is not an option" in cli("-m", "sae_type=choice(none,foo)").stderr
+
+
+@pytest.mark.slow
+def test_a_failing_job_does_not_stop_the_sweep(cli, tmp_path: Path) -> None:
+    """The middle job's loss is not finite (c_l x L1 overflows float32): it leaves failed.json,
+    the other two finish, the sweep prints a summary and exits 1."""
+    sweep = tmp_path / "sweep"
+    proc = cli(
+        "-m",
+        "debug=tiny",
+        "source.layers=[0]",
+        "metrics.splice=false",
+        "coeff.alpha=1,1e38,2",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [(j / "metrics.json").is_file() for j in jobs] == [True, False, True]
+    failed = jobs[1] / "failed.json"
+    assert "non-finite loss" in failed.read_text()
+    assert "nsae: sweep: 2 finished, 0 skipped, 1 failed" in proc.stdout
+    assert jobs[1].name in proc.stdout and "Traceback" not in proc.stderr
