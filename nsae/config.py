@@ -201,6 +201,12 @@ def validate(cfg: Any) -> list[int]:
         raise NsaeError(
             f"source.hook_site={cfg.source.hook_site!r}; valid: {', '.join(HOOK_SITES)}"
         )
+    from nsae.saes import check_combination
+
+    try:
+        check_combination(cfg.sae.type, cfg.loss.normalization_method, cfg.coeff.mode)
+    except ValueError as err:
+        raise NsaeError(str(err)) from None
     n_layers, max_positions, _ = source_shape(cfg.source)
     if max_positions is not None and cfg.data.context_size > max_positions:
         raise NsaeError(
@@ -210,3 +216,16 @@ def validate(cfg: Any) -> list[int]:
     if cfg.source.get("kind", "lm") != "synthetic":
         check_data_files(cfg.data.get("data_files"), str(cfg.data.path))
     return resolve_layers(cfg.source.layers, n_layers)
+
+
+def beta_exponent_of(cfg: Any) -> float | None:
+    """The effective k of coeff=beta (None in alpha mode)."""
+    if cfg.coeff.mode != "beta":
+        return None
+    if cfg.coeff.get("k") is not None:
+        return float(cfg.coeff.k)
+    from nsae.loss import NORM_POWER, beta_exponent
+    from nsae.saes import SAE
+
+    scaling = SAE.registry[cfg.sae.type].sparsity_scaling_for(cfg.sae.get("l1_weighting"))
+    return float(beta_exponent(NORM_POWER[cfg.loss.normalization_method], scaling))

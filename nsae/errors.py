@@ -1,5 +1,25 @@
-"""The one exception type nsae turns into a one-line message and a non-zero exit."""
+"""The one exception type nsae turns into a one-line message and a non-zero exit, and how
+any error is said in one line."""
+
+from __future__ import annotations
 
 
 class NsaeError(Exception):
     """A bad input or an unrecoverable run condition, stated in one line."""
+
+
+def one_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def describe(err: Exception) -> str:
+    """nsae's own errors as they are; configuration errors and anything unexpected (a bug,
+    out of memory, ...) with their kind."""
+    if isinstance(err, NsaeError):
+        return one_line(err)
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(err, OmegaConfBaseException):
+        return f"config: {one_line(err)}"
+    return f"{type(err).__name__}: {one_line(err)}"

@@ -74,6 +74,8 @@ def export_saes(
                 "sae_type": sae.name,
                 "hparams": sae.hparams(),
                 "hook_site": meta["hook_site"],
+                # where the SAE came from: model and data as the user named them, code
+                "provenance": meta.get("provenance", {}),
             },
         }
         (folder / "cfg.json").write_text(json.dumps(cfg, indent=2) + "\n")

@@ -95,14 +95,15 @@ class SAELoss(nn.Module):
         self.eps = eps
         self.register_buffer("coeff_L", coeff_L.detach().clone().float())
 
-    def forward(self, x_BLD: Tensor, out: TrainOutput) -> LossParts:
+    def forward(self, x_BLD: Tensor, out: TrainOutput, coeff_scale: float = 1.0) -> LossParts:
+        """`coeff_scale` multiplies every c_l (the sparsity warm-up, nsae/schedule.py)."""
         sq_err_BL = (out.x_hat_BLD - x_BLD).pow(2).sum(-1)
         norm_p_BL = x_BLD.norm(dim=-1).clamp_min(self.eps).pow(self.p) if self.p else None
         r_BL = sq_err_BL if norm_p_BL is None else sq_err_BL / norm_p_BL
         l1_BL = out.f_BLM.abs().sum(-1)
         s_BL = l1_BL if out.sparsity_BL is None else out.sparsity_BL
         recon_L, sparsity_L = r_BL.mean(0), s_BL.mean(0)
-        layer_L = recon_L + self.coeff_L * sparsity_L
+        layer_L = recon_L + (self.coeff_L * coeff_scale) * sparsity_L
         if out.aux_sq_err_BL is not None:
             a_BL = out.aux_sq_err_BL
             a_BL = a_BL if norm_p_BL is None else a_BL / norm_p_BL

@@ -11,19 +11,9 @@ from torch import Tensor
 
 from nsae.data.norms import mean_norms
 from nsae.errors import NsaeError
+from nsae.evaluation import Evaluator
 from nsae.loss import SAELoss, layer_coefficients
-from nsae.metrics import (
-    Batch,
-    FeatureDensity,
-    NormBinnedMetrics,
-    RecentFiring,
-    SAEBenchMetrics,
-    SAEMetrics,
-    SpliceMetrics,
-    per_layer_dict,
-    saebench_mask,
-)
-from nsae.metrics.ground_truth import GroundTruthMetrics
+from nsae.metrics import Batch, RecentFiring, SAEMetrics, per_layer_dict
 from nsae.schedule import coeff_factor, lr_factor
 
 
@@ -47,16 +37,8 @@ class SAEModule(L.LightningModule):
         L_, D, M = sae.n_layers, sae.d_model, sae.n_features
         self.loss_fn = SAELoss(normalization_method, torch.zeros(L_))
         self.train_metrics = SAEMetrics(list(metrics.train), L_, D, M)
-        self.val_metrics = SAEMetrics(list(metrics.eval), L_, D, M)
-        self.splice_metrics = SpliceMetrics(L_)
-        self.density = FeatureDensity(L_, D, M)  # firing frequency over the evaluation set
+        self.evaluator = Evaluator(sae, list(metrics.eval))  # validation and final evaluation
         self.recent = RecentFiring(L_, D, M)  # for dead_fraction over recent training tokens
-        self.saebench = SAEBenchMetrics(L_, M)  # l2_ratio, frac_alive (SAEBench's mask)
-        # per input-norm decile and position 0; the edges come from the norm sample in setup
-        self.binned = NormBinnedMetrics(L_, torch.zeros(L_, 9))
-        self.binned_json: dict[str, Any] = {}
-        self.ground_truth: GroundTruthMetrics | None = None  # synthetic sources only (setup)
-        self.ground_truth_json: dict[str, Any] = {}
         self.recent.persistent(True)  # in checkpoints: a resumed run counts the same
         self._rng_to_restore: dict[str, Any] | None = None
         self.dead_window_tokens = int(metrics.dead_window_tokens)
@@ -71,12 +53,7 @@ class SAEModule(L.LightningModule):
     # -- set-up from the data's norm statistics (before DDP wraps the module) -------------
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
-        edges_L9 = torch.tensor([dm.norm_stats[f"layer_{i}"]["decile_edges"] for i in self.layers])
-        self.binned.set_edges(edges_L9)  # every stage: the norm statistics, never stored
-        if dm.synthetic is not None and self.ground_truth is None:
-            self.ground_truth = GroundTruthMetrics(
-                dm.synthetic.dict_LFD, self.sae.n_features, edges_L9
-            ).to(self.sae.W_dec_LMD.device)
+        self.evaluator.prepare(dm, self.layers)
         if stage != "fit" or bool(self.initialized):
             return
         n_L = mean_norms(dm.norm_stats, self.layers)
@@ -86,7 +63,7 @@ class SAEModule(L.LightningModule):
             self.loss_fn.p,
             n_L,
             self.coeff.get("k"),
-            self.sae.feature_scaling,
+            self.sae.sparsity_scaling,
         )
         self.loss_fn.coeff_L.copy_(c_L)
         self.sae.init_b_dec(dm.norm_sample.to(self.sae.b_dec_LD.device), self.init_b_dec)
@@ -100,7 +77,7 @@ class SAEModule(L.LightningModule):
     # -- training ----------------------------------------------------------------------------
     def training_step(self, x_BLD: Tensor, batch_idx: int) -> Tensor:
         out = self.sae.train_forward(x_BLD)
-        parts = self.loss_fn(x_BLD, out)
+        parts = self.loss_fn(x_BLD, out, self.coeff_scale())
         if not torch.isfinite(parts.total):
             finite_L = torch.isfinite(parts.recon_L) & torch.isfinite(parts.sparsity_L)
             bad = [f"layer_{i}" for i, ok in zip(self.layers, finite_L, strict=True) if not ok]
@@ -178,58 +155,16 @@ class SAEModule(L.LightningModule):
                 torch.cuda.set_rng_state(state["cuda"], self.device)
 
     # -- validation (every N steps) and final evaluation: noise off, metrics reset ---------
-    def validation_step(self, ids_BT: Tensor, batch_idx: int) -> None:
-        self._evaluate_batch(ids_BT, splice=False)
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        self.evaluator.update(self.trainer.datamodule, batch, splice=False)
 
-    def test_step(self, ids_BT: Tensor, batch_idx: int) -> None:
-        self._evaluate_batch(ids_BT, splice=self.splice)
+    def test_step(self, batch: Tensor, batch_idx: int) -> None:
+        self.evaluator.update(self.trainer.datamodule, batch, splice=self.splice)
 
     def on_validation_epoch_start(self) -> None:
-        if self.ground_truth is not None:  # decoder-only matching, once per evaluation
-            self.ground_truth.set_decoder(self.sae.W_dec_LMD.detach())
+        self.evaluator.start()
 
     on_test_epoch_start = on_validation_epoch_start
-
-    def _evaluate_synthetic(self, index: Tensor) -> None:
-        """A synthetic evaluation batch: the usual metrics and the ground-truth ones. No
-        splice metrics: there is no language model downstream of synthetic layers."""
-        dm = self.trainer.datamodule
-        truth = dm.synthetic.eval_batch(int(index), dm.data.batch_size)
-        x_hat_NLD, f_NLM = self.sae(truth.x_NLD)
-        b = self.val_metrics.update(truth.x_NLD, x_hat_NLD, f_NLM)
-        self.density.update(b)
-        self.saebench.update(b, torch.ones(len(truth.x_NLD), dtype=torch.bool))
-        self.binned.update(b, torch.zeros(len(truth.x_NLD), dtype=torch.bool))
-        self.ground_truth.update(truth.x_NLD, x_hat_NLD, f_NLM, truth.f_NLF)
-
-    def _evaluate_batch(self, ids_BT: Tensor, splice: bool) -> None:
-        dm = self.trainer.datamodule
-        if dm.synthetic is not None:
-            self._evaluate_synthetic(ids_BT)
-            return
-        x_NLD, keep_BT = dm.harvest(ids_BT)
-        x_hat_NLD, f_NLM = self.sae(x_NLD)
-        b = self.val_metrics.update(x_NLD, x_hat_NLD, f_NLM)
-        self.density.update(b)
-        ids_BT = ids_BT.to(x_NLD.device)
-        tok = dm.tokenizer  # SAEBench counts no BOS, EOS or pad position
-        mask_BT = saebench_mask(ids_BT, (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id))
-        self.saebench.update(b, mask_BT[keep_BT])
-        self.binned.update(b, dm.eval_positions(keep_BT) == 0)
-        if not splice:
-            return
-        lm = dm.harvester
-        clean = lm.logits(ids_BT)
-        for j in range(len(self.layers)):
-
-            def with_recon(a_BTD: Tensor, j: int = j) -> Tensor:
-                out = a_BTD.clone()
-                out[keep_BT] = x_hat_NLD[:, j].to(a_BTD.dtype)
-                return out
-
-            recon = lm.logits(ids_BT, j, with_recon)
-            zero = lm.logits(ids_BT, j, torch.zeros_like)
-            self.splice_metrics.update(j, ids_BT, clean, recon, zero, mask_BT=mask_BT)
 
     def on_validation_epoch_end(self) -> None:
         self._finish_eval("val")
@@ -239,24 +174,7 @@ class SAEModule(L.LightningModule):
         self.eval_results["dead_fraction"] = self.dead_fraction()
 
     def _finish_eval(self, stage: str) -> dict[str, Tensor]:
-        values = self.val_metrics.compute() | self.saebench.compute()
-        values["l0_norm_slope"] = self.binned.compute()["l0_norm_slope"]
-        if self.splice_metrics.update_count:
-            values |= self.splice_metrics.compute()
-        density_LM = self.density.compute()
-        self.binned_json = self.binned.to_json(self.layers)
-        if self.ground_truth is not None and self.ground_truth.update_count:
-            values |= self.ground_truth.compute()
-            self.ground_truth_json = self.ground_truth.to_json(self.layers)
-            self.ground_truth.reset()
-        for metric in (
-            self.val_metrics,
-            self.splice_metrics,
-            self.density,
-            self.saebench,
-            self.binned,
-        ):
-            metric.reset()
+        values, density_LM = self.evaluator.finish(self.layers)
         for name, v_L in values.items():
             for j in (~torch.isfinite(v_L)).nonzero().flatten().tolist():
                 rank_zero_warn(
@@ -288,11 +206,9 @@ class SAEModule(L.LightningModule):
         return self.sae.n_layers, self.sae.d_model, self.sae.n_features
 
     def binned_results(self) -> dict[str, Any]:
-        """metrics.json's norm-binned sections, "by_norm_decile" and "l0_norm_slope", from
-        the last evaluation (the final one, once trainer.test has run)."""
-        if not self.ground_truth_json:
-            return self.binned_json
-        return self.binned_json | {"ground_truth_by_norm_decile": self.ground_truth_json}
+        """metrics.json's norm-binned sections ("by_norm_decile", "l0_norm_slope", and for a
+        synthetic source "ground_truth_by_norm_decile") of the last evaluation."""
+        return self.evaluator.sections
 
     def _log_density_histograms(self, stage: str, density_LM: Tensor) -> None:
         """log10 firing frequency per layer, to the loggers that draw histograms."""

@@ -118,3 +118,37 @@ def attach_log_file(run_dir: Path, name: str = "train") -> logging.Handler:
 def detach_log_file(handler: logging.Handler) -> None:
     logging.getLogger().removeHandler(handler)
     handler.close()
+
+
+def skip_as_alpha(cfg: Any, run_dir: Path) -> dict[str, Any]:
+    """A coeff=beta cell with k = 0 is its alpha cell by construction (c_l = alpha n_l^0)."""
+    from omegaconf import OmegaConf
+
+    from nsae.preflight import comparable
+
+    mine = comparable(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    same = {k: v for k, v in mine.items() if not k.startswith("coeff.")}
+    sibling = None
+    for other in sorted(run_dir.parent.iterdir()):
+        config = other / "config.yaml"
+        if other == run_dir or not config.is_file():
+            continue
+        theirs = comparable(OmegaConf.to_container(OmegaConf.load(config)))  # type: ignore[arg-type]
+        if (
+            theirs.get("coeff.mode") == "alpha"
+            and theirs.get("coeff.alpha") == mine.get("coeff.alpha")
+            and {k: v for k, v in theirs.items() if not k.startswith("coeff.")} == same
+        ):
+            sibling = other.name
+            break
+    write_json(
+        run_dir / "skipped.json",
+        {
+            "reason": "coeff=beta with k = 0 is coeff=alpha by construction "
+            "(c_l = alpha * n_l^0); the alpha cell's run holds its results",
+            "same_as": sibling,
+            "condition": {"sae_type": cfg.sae.type, "coeff": "alpha", "alpha": cfg.coeff.alpha},
+        },
+    )
+    print(f"skipping {run_dir}: coeff=beta with k = 0 equals its alpha cell ({sibling})")
+    return {"skipped": True}

@@ -23,11 +23,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from nsae.config import check_group_choices, source_shape, validate
+from nsae.config import beta_exponent_of, check_group_choices, source_shape, validate
 from nsae.console import quiet_dependencies
-from nsae.errors import NsaeError
+from nsae.errors import NsaeError, describe
 from nsae.interrupt import GracefulStop, Interrupted
 from nsae.launch import (
     check_allocation,
@@ -37,7 +36,7 @@ from nsae.launch import (
     local_ranks,
 )
 from nsae.preflight import job_plan, preflight
-from nsae.rundir import attach_log_file, detach_log_file, write_json
+from nsae.rundir import attach_log_file, detach_log_file, skip_as_alpha, write_json
 
 log = logging.getLogger(__name__)
 SAE_COMMON_KEYS = ("type", "expansion_factor", "init_b_dec")
@@ -59,19 +58,6 @@ def cluster_plugins() -> list:
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
-
-
-def beta_exponent_of(cfg: DictConfig) -> float | None:
-    """The effective k of coeff=beta (None in alpha mode)."""
-    if cfg.coeff.mode != "beta":
-        return None
-    if cfg.coeff.get("k") is not None:
-        return float(cfg.coeff.k)
-    from nsae.loss import NORM_POWER, beta_exponent
-    from nsae.saes import SAE
-
-    scaling = SAE.registry[cfg.sae.type].feature_scaling
-    return float(beta_exponent(NORM_POWER[cfg.loss.normalization_method], scaling))
 
 
 def run(
@@ -103,7 +89,7 @@ def run(
                 (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
     k = beta_exponent_of(cfg)
     if multirun and k == 0 and cfg.coeff.get("k") is None:
-        return _skip_as_alpha(cfg, run_dir) if rank == 0 else {}
+        return skip_as_alpha(cfg, run_dir) if rank == 0 else {}
     handler = attach_log_file(run_dir, log_name)
     ckpt_path = str(run_dir / "checkpoints" / "last.ckpt") if plan == "resume" else None
     try:
@@ -120,53 +106,6 @@ def run(
         raise
     finally:
         detach_log_file(handler)
-
-
-def _skip_as_alpha(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """A coeff=beta cell with k = 0 is its alpha cell by construction (c_l = alpha n_l^0)."""
-    from nsae.preflight import comparable
-
-    mine = comparable(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-    same = {k: v for k, v in mine.items() if not k.startswith("coeff.")}
-    sibling = None
-    for other in sorted(run_dir.parent.iterdir()):
-        config = other / "config.yaml"
-        if other == run_dir or not config.is_file():
-            continue
-        theirs = comparable(OmegaConf.to_container(OmegaConf.load(config)))  # type: ignore[arg-type]
-        if (
-            theirs.get("coeff.mode") == "alpha"
-            and theirs.get("coeff.alpha") == mine.get("coeff.alpha")
-            and {k: v for k, v in theirs.items() if not k.startswith("coeff.")} == same
-        ):
-            sibling = other.name
-            break
-    write_json(
-        run_dir / "skipped.json",
-        {
-            "reason": "coeff=beta with k = 0 is coeff=alpha by construction "
-            "(c_l = alpha * n_l^0); the alpha cell's run holds its results",
-            "same_as": sibling,
-            "condition": {"sae_type": cfg.sae.type, "coeff": "alpha", "alpha": cfg.coeff.alpha},
-        },
-    )
-    print(f"skipping {run_dir}: coeff=beta with k = 0 equals its alpha cell ({sibling})")
-    return {"skipped": True}
-
-
-def one_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
-def describe(err: Exception) -> str:
-    """nsae's own errors as they are; configuration errors and anything unexpected (a bug,
-    out of memory, ...) with their kind."""
-    if isinstance(err, NsaeError):
-        return one_line(err)
-    if isinstance(err, OmegaConfBaseException):
-        return f"config: {one_line(err)}"
-    return f"{type(err).__name__}: {one_line(err)}"
 
 
 def _fit_and_evaluate(

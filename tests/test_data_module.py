@@ -72,14 +72,16 @@ def make_dm(data: DictConfig, layers: list[int] = LAYERS, seed: int = 0) -> Acti
 
 
 def reference_contexts(path: str, n: int) -> torch.Tensor:
-    """The first n packed contexts of a text file, packed here by hand: BOS, then T - 1
-    tokens of the verses joined by EOS."""
+    """n packed contexts of a text file, packed here by hand (BOS, then T - 1 tokens of the
+    verses joined by EOS) and evenly spaced through the file: context i * total // n."""
     tok = AutoTokenizer.from_pretrained(asset("kjv-gpt2"))
     stream: list[int] = []
     for line in Path(path).read_text().splitlines():
         stream += tok(line)["input_ids"] + [tok.eos_token_id]
     body = T - 1
-    return torch.tensor([[tok.bos_token_id, *stream[i * body : (i + 1) * body]] for i in range(n)])
+    total = len(stream) // body
+    picked = [i * total // n for i in range(n)]
+    return torch.tensor([[tok.bos_token_id, *stream[i * body : (i + 1) * body]] for i in picked])
 
 
 def entries(data: DictConfig) -> list[Path]:
@@ -113,8 +115,8 @@ def test_norm_sample_from_train_split_and_eval_from_eval_split(tmp_path: Path) -
     dm = make_dm(data)
     model, _ = load_source(asset("kjv-gpt2"))
     harvester = Harvester(model, LAYERS, "resid_post")
-    train_ids = reference_contexts(data.data_files.train, 64)
-    x_NLD = harvester(train_ids).flatten(0, 1)
+    norm_ids = reference_contexts(data.data_files.train, 7)  # 200 tokens: 7 contexts
+    x_NLD = harvester(norm_ids).flatten(0, 1)
     torch.testing.assert_close(dm.norm_sample, x_NLD[:200], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(dm.norm_positions, torch.arange(T).repeat(64)[:200])
     assert dm.norm_stats["layer_3"]["position_0"]["n_tokens"] == 7  # 200 tokens: 7 contexts
@@ -122,7 +124,8 @@ def test_norm_sample_from_train_split_and_eval_from_eval_split(tmp_path: Path) -
     assert dm.norm_stats["layer_3"]["mean"] == pytest.approx(norms.mean().item(), rel=1e-5)
     torch.testing.assert_close(dm.eval_ids, reference_contexts(data.data_files.eval, 8))
     stored = np.load(dm.cache.dir / "acts.npy")
-    np.testing.assert_allclose(stored, x_NLD.numpy(), rtol=1e-5, atol=1e-5)
+    cached = harvester(reference_contexts(data.data_files.train, 64)).flatten(0, 1)
+    np.testing.assert_allclose(stored, cached.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_eval_positions_skip_excluded_special_tokens(tmp_path: Path) -> None:

@@ -62,8 +62,10 @@ def jobs(sweep: Path) -> list[Path]:
 
 
 def test_grid_runs_twelve_conditions_one_dir_each(grid: Path) -> None:
+    """Ten trained cells; the two beta cells with k = 0 are their alpha cells, not trained
+    again: each writes skipped.json naming its alpha job."""
     done = jobs(grid)
-    assert len(done) == 12
+    assert len(done) == 10
     conditions = {
         tuple(
             json.loads((d / "metrics.json").read_text())["condition"][k]
@@ -71,7 +73,15 @@ def test_grid_runs_twelve_conditions_one_dir_each(grid: Path) -> None:
         )
         for d in done
     }
-    assert len(conditions) == 12
+    assert len(conditions) == 10
+    skipped = sorted(grid.glob("*/skipped.json"))
+    assert sorted(p.parent.name.split("_beta_")[0].split("_", 1)[1] for p in skipped) == [
+        "none_input_norm",
+        "normalized_sae_input_norm_squared",
+    ]
+    for path in skipped:
+        alpha_job = grid / json.loads(path.read_text())["same_as"]
+        assert "_alpha_" in alpha_job.name and (alpha_job / "metrics.json").is_file()
 
 
 def test_one_activation_cache_for_the_whole_grid(grid: Path) -> None:
@@ -104,16 +114,18 @@ def test_one_wandb_offline_run_per_job_with_tags_and_metrics(grid: Path) -> None
 
 
 def test_beta_coefficients_follow_the_norm_statistics(grid: Path) -> None:
+    """c_l = alpha n_l^k, k = 2 - p for the Normalized SAE (bounded features) and 1 - p for
+    the standard SAE (features proportional to the input)."""
     p = {"none": 0, "input_norm": 1, "input_norm_squared": 2}
+    q = {"none": 1, "normalized_sae": 0}
     for d in jobs(grid):
         summary = json.loads((d / "metrics.json").read_text())
-        if summary["condition"]["coeff"] != "beta":
+        cond = summary["condition"]
+        if cond["coeff"] != "beta":
             continue
         stats = json.loads((d / "norm_stats.json").read_text())
-        alpha, k = (
-            summary["condition"]["alpha"],
-            2 - p[summary["condition"]["normalization_method"]],
-        )
+        alpha, k = cond["alpha"], 2 - p[cond["normalization_method"]] - q[cond["sae_type"]]
+        assert cond["k"] == k
         for layer in summary["layers"]:
             n = stats["layers"][f"layer_{layer}"]["mean"]
             assert stats["coefficients"][f"layer_{layer}"] == pytest.approx(alpha * n**k, rel=1e-5)
@@ -123,7 +135,9 @@ def test_report_cells_equal_each_jobs_metrics(grid: Path) -> None:
     proc = report(grid)
     assert proc.returncode == 0, proc.stderr
     (section,) = json.loads((grid / "report.json").read_text())["sections"]
-    by_source = {c["sources"][0]: c for c in section["cells"] if c["sources"]}
+    by_source = {
+        c["sources"][0]: c for c in section["cells"] if c["sources"] and c["status"] == "done"
+    }
     cells = 0
     for d in jobs(grid):
         s = json.loads((d / "metrics.json").read_text())
@@ -134,7 +148,8 @@ def test_report_cells_equal_each_jobs_metrics(grid: Path) -> None:
             assert got is None if expected is None else (got["mean"], got["n"]) == (expected, 1)
         assert cell["condition"]["sae_type"] == s["condition"]["sae_type"]
         cells += 1
-    assert cells == 12
+    assert cells == 10
+    assert sum(c["status"] == "= alpha (k = 0)" for c in section["cells"]) == 2
     md = (grid / "report.md").read_text()
     assert "FAILED" not in md and "unfinished" not in md
     for png in ("norm_histogram", "pareto_feature_suppression", "l0_cv", "nn_max_cos"):
@@ -159,7 +174,7 @@ def test_report_marks_failed_and_corrupt_jobs(grid: Path, tmp_path: Path) -> Non
     assert "did not finish" in warnings[0] + warnings[1] and "corrupt" in warnings[0] + warnings[1]
     (section,) = json.loads((copy / "report.json").read_text())["sections"]
     status = sorted(c["status"] for c in section["cells"])
-    assert status.count("done") == 10 and {"corrupt", "unfinished"} <= set(status)
+    assert status.count("done") == 8 and {"corrupt", "unfinished"} <= set(status)
 
 
 def test_report_errors_are_one_line(tmp_path: Path) -> None:

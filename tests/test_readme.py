@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,3 +40,20 @@ def test_readme_bad_input_examples_print_what_readme_says(cli) -> None:
         proc = cli(*shlex.split(args))
         assert proc.returncode == 2, args
         assert proc.stderr.strip() == expected, args
+
+
+@pytest.mark.slow
+def test_readme_default_results_match_a_fresh_run() -> None:
+    """README's default-results block is what `scripts/readme_results.py` renders from
+    fresh runs of the two README defaults (to within the last shown digit)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "scripts/readme_results.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

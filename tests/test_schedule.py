@@ -40,7 +40,7 @@ def test_logged_lr_and_coefficient_follow_the_schedule(cli, tmp_path: Path) -> N
         "optim.warmup_steps=6",
         "optim.decay=cosine",
         "optim.min_lr_ratio=0.1",
-        "+coeff.warmup_steps=10",
+        "coeff.warmup_steps=10",
         "metrics.splice=false",
         f"data.cache_dir={tmp_path / 'cache'}",
         f"hydra.run.dir={run_dir}",

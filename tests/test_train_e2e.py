@@ -207,3 +207,29 @@ def test_training_metrics_are_logged_at_every_logging_step(finished_run) -> None
         assert float(r["train/l0/mean"]) == pytest.approx(sum(l0) / N_LAYERS, rel=1e-5)
         assert 0 <= float(r["train/dead_fraction/mean"]) <= 1
         assert float(r["train/fvu/mean"]) > 0
+
+
+def test_provenance_names_model_and_data_as_the_user_named_them(finished_run) -> None:
+    """Never a machine's absolute path: the embedded model and data by their names, with the
+    nsae version and git commit, in metrics.json and in every exported cfg.json."""
+    _, run_dir = finished_run
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    prov = summary["provenance"]
+    assert prov["source"] == "embedded:kjv-gpt2" and prov["dataset"] == "embedded:kjv"
+    assert prov["nsae_version"] == nsae.__version__
+    assert prov["git_commit"] is None or len(prov["git_commit"].split("+")[0]) == 40
+    assert prov["train_tokens"] == summary["steps"] * 256  # debug=fast batch size
+    assert prov["epochs"] == pytest.approx(prov["train_tokens"] / prov["unique_train_tokens"])
+    for layer in range(N_LAYERS):
+        cfg = json.loads((run_dir / f"layer_{layer}" / "cfg.json").read_text())
+        assert cfg["model_name"] == "embedded:kjv-gpt2" and cfg["dataset_path"] == "embedded:kjv"
+        assert cfg["nsae"]["provenance"] == prov
+    text = (run_dir / "metrics.json").read_text() + (run_dir / "layer_0" / "cfg.json").read_text()
+    assert str(asset("")) not in text
+    stats = json.loads((run_dir / "norm_stats.json").read_text())
+    assert set(stats["layers"]) == {f"layer_{i}" for i in range(N_LAYERS)}
+    with open(run_dir / "logs" / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    logged = {k for r in rows for k, v in r.items() if v}
+    assert {f"setup/coeff/layer_{i}" for i in range(N_LAYERS)} <= logged
+    assert {f"setup/mean_norm/layer_{i}" for i in range(N_LAYERS)} <= logged

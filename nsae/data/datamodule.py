@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import glob
 import itertools
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,12 @@ class ContextStream(IterableDataset):
                 rows, self.tokenizer, self.data.context_size, self.data.get("text_column", "text")
             )
             yield from itertools.islice(contexts, shard, None, shards)
+
+
+# Which contexts of the split a cache, the norm sample and the evaluation set hold (part of
+# the cache key: change it when the rule changes).
+SELECTION_RULE = "n contexts evenly spaced through the split: context i * total // n"
+_CONTEXT_COUNTS: dict[str, int] = {}  # per process: a sweep's jobs count a split once
 
 
 def own_generator() -> torch.Generator:
@@ -198,13 +205,18 @@ class ActivationDataModule(L.LightningDataModule):
             "n_tokens": d.cache_tokens,
             "context_size": d.context_size,
             "packing": PACKING_RULE,
+            "selection": SELECTION_RULE,
             "exclude_special_tokens": d.get("exclude_special_tokens", False),
         }
         cache = ActivationCache(d.cache_dir, fields, d.get("cache_dtype", "float16"))
-        batches = self._context_batches(d.train_split, repeat=False, sharded=False)
-        self.cache_built = cache.ensure(
-            lambda: (self.harvest(c)[0] for c in batches), d.cache_tokens
-        )
+
+        def harvested() -> Iterator[Tensor]:
+            n = -(-d.cache_tokens // d.context_size)
+            spread = self._spread_contexts(d.train_split, n, "cache_tokens")
+            while batch := list(itertools.islice(spread, d.harvest_batch)):
+                yield self.harvest(torch.stack(batch))[0]
+
+        self.cache_built = cache.ensure(harvested, d.cache_tokens)
         return cache
 
     def harvest(self, contexts_BT: Tensor) -> tuple[Tensor, Tensor]:
@@ -235,16 +247,46 @@ class ActivationDataModule(L.LightningDataModule):
             stream, self.data.harvest_batch, num_workers=workers, generator=own_generator()
         )
 
-    def _take_contexts(self, split: str, n: int, key: str) -> Tensor:
-        """The first n contexts of a split, [n, T]."""
+    def _count_contexts(self, split: str) -> int:
+        """How many packed contexts a split has (one pass; remembered per data contents)."""
+        d = self.data
+        fingerprint = data_fingerprint(d, split, d.cache_dir)
+        key = json.dumps([fingerprint, d.context_size], sort_keys=True, default=str)
+        if key not in _CONTEXT_COUNTS:
+            batches = self._context_batches(split, repeat=False, sharded=False)
+            _CONTEXT_COUNTS[key] = sum(len(batch) for batch in batches)
+        return _CONTEXT_COUNTS[key]
+
+    def _spread_contexts(self, split: str, n: int, key: str) -> Iterator[Tensor]:
+        """n contexts of a split, evenly spaced through it (context i * total // n), so a
+        sample smaller than the split still covers all of it; a streamed split (too large
+        to count) gives its first n."""
         batches = self._context_batches(split, repeat=False, sharded=False)
-        contexts = list(itertools.islice((c for batch in batches for c in batch), n))
-        if len(contexts) < n:
+        contexts = (c for batch in batches for c in batch)
+        total = n if self.data.get("streaming", False) else self._count_contexts(split)
+        if total < n:
             raise NsaeError(
-                f"split {split!r} has {len(contexts)} contexts of {self.data.context_size} "
-                f"tokens; data.{key} must be at most {len(contexts) * self.data.context_size}"
+                f"split {split!r} has {total} contexts of {self.data.context_size} tokens; "
+                f"data.{key} must be at most {total * self.data.context_size}"
             )
-        return torch.stack(contexts)
+        wanted = iter((torch.arange(n) * total // n).tolist())
+        target, given = next(wanted, None), 0
+        for i, context in enumerate(contexts):
+            if target is None:
+                return
+            if i == target:
+                yield context
+                given += 1
+                target = next(wanted, None)
+        if given < n:
+            raise NsaeError(
+                f"split {split!r} has {given} contexts of {self.data.context_size} tokens; "
+                f"data.{key} must be at most {given * self.data.context_size}"
+            )
+
+    def _take_contexts(self, split: str, n: int, key: str) -> Tensor:
+        """n contexts of a split, evenly spaced through it, [n, T]."""
+        return torch.stack(list(self._spread_contexts(split, n, key)))
 
     # -- loaders ---------------------------------------------------------------------------
     def _consumed(self) -> int:

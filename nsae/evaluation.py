@@ -1,0 +1,115 @@
+"""Validation and final evaluation of the SAE bank (noise off): every evaluation metric,
+updated from held-out batches and computed (then reset) once per evaluation.
+
+An LM source's batch is held-out contexts [B, T]: harvested through the datamodule, and for
+the final evaluation each layer's reconstruction (and zeros) is spliced back into the model.
+A synthetic source's batch is an index into its fixed evaluation stream, which also carries
+the true features for the ground-truth metrics (no splice: no LM reads those activations).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from nsae.metrics import (
+    FeatureDensity,
+    NormBinnedMetrics,
+    SAEBenchMetrics,
+    SAEMetrics,
+    SpliceMetrics,
+    saebench_mask,
+)
+from nsae.metrics.ground_truth import GroundTruthMetrics
+
+
+class Evaluator(nn.Module):
+    """The evaluation metrics of one SAE bank (a submodule of the LightningModule, so its
+    states move with it and sync across ranks)."""
+
+    def __init__(self, sae: Any, names: list[str]) -> None:
+        super().__init__()
+        L_, D, M = sae.n_layers, sae.d_model, sae.n_features
+        self.sae = [sae]  # a reference, not a submodule (the LightningModule owns the SAE)
+        self.metrics = SAEMetrics(names, L_, D, M)
+        self.splice = SpliceMetrics(L_)
+        self.density = FeatureDensity(L_, D, M)  # firing frequency over the evaluation set
+        self.saebench = SAEBenchMetrics(L_, M)  # l2_ratio, frac_alive (SAEBench's mask)
+        # per input-norm decile and position 0; the edges come from the norm sample
+        self.binned = NormBinnedMetrics(L_, torch.zeros(L_, 9))
+        self.ground_truth: GroundTruthMetrics | None = None  # synthetic sources only
+        self.sections: dict[str, Any] = {}  # metrics.json's binned sections, last evaluation
+
+    def prepare(self, dm: Any, layers: list[int]) -> None:
+        """Decile edges from the datamodule's norm statistics (every stage; never stored),
+        and the ground-truth metrics for a synthetic source."""
+        edges_L9 = torch.tensor([dm.norm_stats[f"layer_{i}"]["decile_edges"] for i in layers])
+        self.binned.set_edges(edges_L9)
+        if dm.synthetic is not None and self.ground_truth is None:
+            W = self.sae[0].W_dec_LMD
+            self.ground_truth = GroundTruthMetrics(
+                dm.synthetic.dict_LFD, W.shape[1], edges_L9
+            ).to(W.device)
+
+    def start(self) -> None:
+        if self.ground_truth is not None:  # decoder-only matching, once per evaluation
+            self.ground_truth.set_decoder(self.sae[0].W_dec_LMD.detach())
+
+    def update(self, dm: Any, batch: Tensor, splice: bool) -> None:
+        if dm.synthetic is not None:
+            self._update_synthetic(dm, batch)
+        else:
+            self._update_lm(dm, batch, splice)
+
+    def _update_synthetic(self, dm: Any, index: Tensor) -> None:
+        truth = dm.synthetic.eval_batch(int(index), dm.data.batch_size)
+        x_hat_NLD, f_NLM = self.sae[0](truth.x_NLD)
+        b = self.metrics.update(truth.x_NLD, x_hat_NLD, f_NLM)
+        self.density.update(b)
+        self.saebench.update(b, torch.ones(len(truth.x_NLD), dtype=torch.bool))
+        self.binned.update(b, torch.zeros(len(truth.x_NLD), dtype=torch.bool))
+        assert self.ground_truth is not None
+        self.ground_truth.update(truth.x_NLD, x_hat_NLD, f_NLM, truth.f_NLF)
+
+    def _update_lm(self, dm: Any, ids_BT: Tensor, splice: bool) -> None:
+        x_NLD, keep_BT = dm.harvest(ids_BT)
+        x_hat_NLD, f_NLM = self.sae[0](x_NLD)
+        b = self.metrics.update(x_NLD, x_hat_NLD, f_NLM)
+        self.density.update(b)
+        ids_BT = ids_BT.to(x_NLD.device)
+        tok = dm.tokenizer  # SAEBench counts no BOS, EOS or pad position
+        mask_BT = saebench_mask(ids_BT, (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id))
+        self.saebench.update(b, mask_BT[keep_BT])
+        self.binned.update(b, dm.eval_positions(keep_BT) == 0)
+        if not splice:
+            return
+        lm = dm.harvester
+        clean = lm.logits(ids_BT)
+        for j in range(x_NLD.shape[1]):
+
+            def with_recon(a_BTD: Tensor, j: int = j) -> Tensor:
+                out = a_BTD.clone()
+                out[keep_BT] = x_hat_NLD[:, j].to(a_BTD.dtype)
+                return out
+
+            recon = lm.logits(ids_BT, j, with_recon)
+            zero = lm.logits(ids_BT, j, torch.zeros_like)
+            self.splice.update(j, ids_BT, clean, recon, zero, mask_BT=mask_BT)
+
+    def finish(self, layers: list[int]) -> tuple[dict[str, Tensor], Tensor]:
+        """({metric: [L]}, density [L, M]) of this evaluation; every metric reset."""
+        values = self.metrics.compute() | self.saebench.compute()
+        values["l0_norm_slope"] = self.binned.compute()["l0_norm_slope"]
+        if self.splice.update_count:
+            values |= self.splice.compute()
+        density_LM = self.density.compute()
+        self.sections = self.binned.to_json(layers)
+        if self.ground_truth is not None and self.ground_truth.update_count:
+            values |= self.ground_truth.compute()
+            self.sections["ground_truth_by_norm_decile"] = self.ground_truth.to_json(layers)
+            self.ground_truth.reset()
+        for metric in (self.metrics, self.splice, self.density, self.saebench, self.binned):
+            metric.reset()
+        return values, density_LM
