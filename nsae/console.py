@@ -27,6 +27,7 @@ class _DropNoise(logging.Filter):
 def quiet_dependencies() -> None:
     """Print each Lightning line once (through the root logger), minus the noise above."""
     import lightning.pytorch  # noqa: F401  (its import adds the handlers removed here)
+
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):

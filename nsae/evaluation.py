@@ -49,9 +49,9 @@ class Evaluator(nn.Module):
         self.binned.set_edges(edges_L9)
         if dm.synthetic is not None and self.ground_truth is None:
             W = self.sae[0].W_dec_LMD
-            self.ground_truth = GroundTruthMetrics(
-                dm.synthetic.dict_LFD, W.shape[1], edges_L9
-            ).to(W.device)
+            self.ground_truth = GroundTruthMetrics(dm.synthetic.dict_LFD, W.shape[1], edges_L9).to(
+                W.device
+            )
 
     def start(self) -> None:
         if self.ground_truth is not None:  # decoder-only matching, once per evaluation
