@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,19 @@ def validate(cfg: Any) -> list[int]:
     if cfg.sae.get("noise_std") is not None:
         number("sae.noise_std", cfg.sae.noise_std)
     number("optim.lr", cfg.optim.lr, strict=True)
+    from nsae.schedule import DECAYS
+
+    if cfg.optim.get("decay", "none") not in DECAYS:
+        raise NsaeError(f"optim.decay={cfg.optim.decay!r}; valid: {', '.join(DECAYS)}")
+    ratio = number("optim.min_lr_ratio", cfg.optim.get("min_lr_ratio", 0.0))
+    if ratio > 1:
+        raise NsaeError(f"optim.min_lr_ratio={ratio} is out of range; valid: 0..1")
+    for key, value in (
+        ("optim.warmup_steps", cfg.optim.get("warmup_steps", 0)),
+        ("coeff.warmup_steps", cfg.coeff.get("warmup_steps", 0)),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise NsaeError(f"{key}={value!r}; valid: an integer >= 0")
     check_positive("sae.expansion_factor", cfg.sae.expansion_factor)
     check_positive("trainer.max_steps", cfg.trainer.max_steps)
     sizes = [
@@ -201,13 +215,16 @@ def validate(cfg: Any) -> list[int]:
         raise NsaeError(
             f"source.hook_site={cfg.source.hook_site!r}; valid: {', '.join(HOOK_SITES)}"
         )
+    check_accelerator(cfg.trainer)
     from nsae.saes import check_combination
 
     try:
         check_combination(cfg.sae.type, cfg.loss.normalization_method, cfg.coeff.mode)
     except ValueError as err:
         raise NsaeError(str(err)) from None
-    n_layers, max_positions, _ = source_shape(cfg.source)
+    n_layers, max_positions, d_model = source_shape(cfg.source)
+    layers = resolve_layers(cfg.source.layers, n_layers)
+    check_memory(cfg, len(layers), d_model)
     if max_positions is not None and cfg.data.context_size > max_positions:
         raise NsaeError(
             f"data.context_size={cfg.data.context_size} exceeds the model's maximum "
@@ -215,7 +232,58 @@ def validate(cfg: Any) -> list[int]:
         )
     if cfg.source.get("kind", "lm") != "synthetic":
         check_data_files(cfg.data.get("data_files"), str(cfg.data.path))
-    return resolve_layers(cfg.source.layers, n_layers)
+    return layers
+
+
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+
+
+def check_accelerator(trainer: Any) -> None:
+    """The accelerator and device count must exist here (Lightning's own error, in one line)."""
+    import torch
+
+    acc = str(trainer.get("accelerator", "auto"))
+    if acc not in ACCELERATORS:
+        raise NsaeError(f"trainer.accelerator={acc}; valid: {', '.join(ACCELERATORS)}")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if acc in ("gpu", "cuda") and gpus == 0:
+        raise NsaeError(f"trainer.accelerator={acc} but this machine has no GPU; valid: auto, cpu")
+    if acc == "mps" and not torch.backends.mps.is_available():
+        raise NsaeError("trainer.accelerator=mps but MPS is not available; valid: auto, cpu")
+    devices = trainer.get("devices", 1)
+    if gpus and acc in ("auto", "gpu", "cuda") and isinstance(devices, int) and devices > gpus:
+        raise NsaeError(
+            f"trainer.devices={devices} but this machine has {gpus} GPU(s); valid: 1..{gpus}"
+        )
+
+
+def available_memory(accelerator: str) -> tuple[int, str]:
+    """(bytes available, what) on the device training will use."""
+    import torch
+
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        return free, "free GPU memory"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"), "available RAM"
+
+
+def check_memory(cfg: Any, n_layers: int, d_model: int) -> None:
+    """The SAE bank's weights, gradients and Adam state (4 copies), the shuffle buffer and
+    one step's activations, in float32, must fit the training device."""
+    M = d_model * int(cfg.sae.expansion_factor)
+    params = n_layers * (2 * d_model * M + M + d_model)
+    step = cfg.data.batch_size * n_layers * (3 * M + 4 * d_model)
+    need = 4 * (4 * params + cfg.data.buffer_tokens * n_layers * d_model + step)
+    have, what = available_memory(str(cfg.trainer.get("accelerator", "auto")))
+    if what == "available RAM" and str(cfg.trainer.get("strategy", "")).startswith("ddp"):
+        need *= max(int(cfg.trainer.get("devices", 1)), 1)  # one bank per CPU process
+    if need > have:
+        raise NsaeError(
+            f"the SAE bank needs about {need / 2**30:.2f} GiB (weights, gradients, Adam "
+            f"state, the shuffle buffer and one step) but the device has {have / 2**30:.2f} "
+            f"GiB {what}; valid: fewer source.layers, a smaller sae.expansion_factor, "
+            "data.buffer_tokens or data.batch_size"
+        )
 
 
 def beta_exponent_of(cfg: Any) -> float | None:

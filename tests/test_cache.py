@@ -209,3 +209,14 @@ def test_unknown_hub_model_is_unresolved(tmp_path: Path) -> None:
 
     got = model_fingerprint("nsae-test/no-such-model", tmp_path)
     assert got == {"hub": "nsae-test/no-such-model", "revision": "unresolved"}
+
+
+def test_a_cache_larger_than_the_free_disk_is_refused_before_building(tmp_path: Path) -> None:
+    import shutil
+
+    free = shutil.disk_usage(tmp_path).free
+    cache = ActivationCache(tmp_path / "cache", {"model": "m"}, "float16")
+    called = []
+    with pytest.raises(NsaeError, match=r"needs .* GiB but .* GiB free; valid: data.cache=false"):
+        cache.ensure(lambda: called.append(1) or iter([]), free // 2 + 1, row_values=4)
+    assert not called and not list((tmp_path / "cache").glob("*.tmp-*"))

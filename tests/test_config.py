@@ -182,3 +182,30 @@ def test_bad_input_is_one_line(override: str, expected: str, tmp_path, cli) -> N
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines == [f"nsae: error: {expected}"]
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no run dir, no cache
+
+
+def test_memory_and_accelerator_are_checked_before_anything_runs() -> None:
+    """The SAE bank's memory is estimated against the device, and an accelerator the
+    machine lacks is refused, both in one line with the numbers."""
+    import torch
+
+    from nsae.config import check_accelerator, validate
+
+    with pytest.raises(NsaeError, match=r"the SAE bank needs about .* GiB .* but the device has"):
+        validate(compose_cfg("sae.expansion_factor=100000"))
+    if not torch.cuda.is_available():
+        with pytest.raises(NsaeError, match=r"accelerator=gpu but this machine has no GPU"):
+            check_accelerator(OmegaConf.create({"accelerator": "gpu", "devices": 1}))
+    with pytest.raises(NsaeError, match="valid: none, linear, cosine"):
+        validate(compose_cfg("optim.decay=exp"))
+
+
+def test_help_lists_every_group_and_its_options(cli) -> None:
+    proc = cli("--help")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("nsae: train sparse autoencoders")
+    for group in ("sae_type", "normalization_method", "coeff", "source", "data", "trainer"):
+        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        assert f"{group}: {', '.join(options)}" in proc.stdout, group
+    for key in ("seed = 0", "optim.lr = ", "trainer.max_steps = ", "README.md"):
+        assert key in proc.stdout

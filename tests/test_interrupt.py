@@ -59,3 +59,20 @@ def test_sigterm_saves_the_current_step_and_resume_finishes(tmp_path: Path) -> N
     resumed = run_cli(*args, "resume=true", f"hydra.run.dir={run_dir}")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 400
+
+
+def test_a_plain_run_prints_nsae_lines_not_dependency_noise(tmp_path: Path) -> None:
+    proc = run_cli(
+        "debug=tiny",
+        "source.layers=[0]",
+        "metrics.splice=false",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
+    noises = ("Tip:", "litlogger", "Epoch 0/-2", "LeafSpec", "Loading weights", "TPU available")
+    for noise in noises:
+        assert noise not in out, noise
+    assert out.count("GPU available") == 1  # each Lightning line once, not twice
+    assert f"run dir: {tmp_path / 'run'}" in proc.stdout

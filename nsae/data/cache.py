@@ -164,12 +164,23 @@ class ActivationCache:
     def meta(self) -> dict[str, Any]:
         return json.loads((self.dir / "meta.json").read_text())
 
-    def ensure(self, harvest: Callable[[], Iterable[Tensor]], n_tokens: int) -> bool:
+    def ensure(
+        self, harvest: Callable[[], Iterable[Tensor]], n_tokens: int, row_values: int = 0
+    ) -> bool:
         """Build the entry from `harvest()` ([n, L, D] chunks) unless it exists; return
-        True if this call built it."""
+        True if this call built it. `row_values` (L x D) lets it check the free disk first."""
         if self.complete:
             self.check()
             return False
+        self.root.mkdir(parents=True, exist_ok=True)
+        need = n_tokens * row_values * np.dtype(_DTYPES[self.dtype]).itemsize
+        free = shutil.disk_usage(self.root).free
+        if need > free:
+            raise NsaeError(
+                f"the activation cache needs {need / 2**30:.2f} GiB but {self.root} has "
+                f"{free / 2**30:.2f} GiB free; valid: data.cache=false (stream from the LM), "
+                "fewer data.cache_tokens or source.layers, or another data.cache_dir"
+            )
         with _locked(self.root / f"{self.key}.lock"):
             if self.complete:  # another job built it while we waited
                 self.check()

@@ -216,7 +216,8 @@ class ActivationDataModule(L.LightningDataModule):
             while batch := list(itertools.islice(spread, d.harvest_batch)):
                 yield self.harvest(torch.stack(batch))[0]
 
-        self.cache_built = cache.ensure(harvested, d.cache_tokens)
+        width = len(self.layers) * self.harvester.model.config.hidden_size
+        self.cache_built = cache.ensure(harvested, d.cache_tokens, width)
         return cache
 
     def harvest(self, contexts_BT: Tensor) -> tuple[Tensor, Tensor]:
