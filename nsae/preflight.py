@@ -236,10 +236,13 @@ def preflight(argv: list[str]) -> dict[Path, Plan] | None:
     except NsaeError:
         raise
     except Exception as err:  # Hydra's own composition errors, as one line
-        raise NsaeError(explain_hydra_error(err)) from None
+        raise NsaeError(explain_hydra_error(err, argv)) from None
     if composed is None:
         return None
     multirun, jobs = composed
+    if not jobs:
+        sweeps = " ".join(a for a in argv if "(" in a or "," in a)
+        raise NsaeError(f"the sweep has no jobs: {sweeps or 'its overrides'} match no option")
     problems, plans = [], {}
     for num, job in enumerate(jobs):
         try:
@@ -264,13 +267,21 @@ def preflight(argv: list[str]) -> dict[Path, Plan] | None:
     return plans
 
 
-def explain_hydra_error(err: Exception) -> str:
+def explain_hydra_error(err: Exception, argv: list[str] | None = None) -> str:
     """One line for a Hydra composition error: the key or option, and what is valid."""
     import re
 
     from hydra import compose, initialize_config_dir
 
+    from nsae.config import group_options
+
     text = str(err)
+    if "Config group override must be" in text:
+        for arg in argv or []:
+            group = arg.split("=", 1)[0].lstrip("+~")
+            if "=" in arg and (CONF_DIR / group).is_dir():
+                valid = ", ".join(group_options(group))
+                return f"{arg}: a config group takes option names; valid: {valid}"
     missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
     if missing:
         group, option = missing.groups()

@@ -249,10 +249,26 @@ def sweep_summary() -> int:
     return 1 if failed else 0
 
 
+def check_config_name(argv: list[str]) -> None:
+    """`--config-name NAME` (or -cn) must name a config in conf/ (unless --config-path)."""
+    from nsae.config import CONF_DIR
+
+    if any(a.split("=")[0] in ("--config-path", "-cp") for a in argv):
+        return
+    for i, arg in enumerate(argv):
+        flag, _, value = arg.partition("=")
+        if flag in ("--config-name", "-cn"):
+            name = value or (argv[i + 1] if i + 1 < len(argv) else "")
+            if not (CONF_DIR / f"{name}.yaml").is_file():
+                names = ", ".join(sorted(p.stem for p in CONF_DIR.glob("*.yaml")))
+                raise NsaeError(f"--config-name {name}: no such config; valid: {names}")
+
+
 def cli() -> None:
     quiet_dependencies()
     argv = sys.argv[1:]
     try:
+        check_config_name(argv)
         check_group_choices(argv)
         if not external_ranks():
             preflight(argv)

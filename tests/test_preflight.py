@@ -119,7 +119,13 @@ def test_rerunning_a_sweep_never_touches_a_finished_job(cli, tmp_path: Path) -> 
 
 def test_a_bad_job_in_a_cli_sweep_stops_it_before_anything_is_written(cli, tmp_path: Path) -> None:
     sweep = tmp_path / "s"
-    for bad in ("coeff.alpha=1,-1,2", "sae_type=choice(none,foo)"):
+    syntaxes = (
+        "coeff.alpha=1,-1,2",  # a list with one bad job
+        "sae_type=choice(none,foo)",
+        "sae_type=glob(zzz*)",  # matches nothing: no job
+        "normalization_method=range(1,3)",  # numbers for a group
+    )
+    for bad in syntaxes:
         proc = cli("-m", bad, f"hydra.sweep.dir={sweep}")
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
