@@ -156,3 +156,9 @@ def test_a_failing_job_does_not_stop_the_sweep(cli, tmp_path: Path) -> None:
     assert "non-finite loss" in failed.read_text()
     assert "nsae: sweep: 2 finished, 0 skipped, 1 failed" in proc.stdout
     assert jobs[1].name in proc.stdout and "Traceback" not in proc.stderr
+    from tests.test_grid_report import report
+
+    rendered = report(sweep)  # a one-layer sweep with a failed job still has a report
+    assert rendered.returncode == 0, rendered.stderr[-2000:]
+    md = (sweep / "report.md").read_text()
+    assert "### Results" in md and "FAILED: non-finite loss" in md
