@@ -216,7 +216,17 @@ def validate(cfg: Any) -> list[int]:
             f"source.hook_site={cfg.source.hook_site!r}; valid: {', '.join(HOOK_SITES)}"
         )
     check_accelerator(cfg.trainer)
-    from nsae.saes import check_combination
+    from nsae.saes import SAE, check_combination
+
+    every = (cfg.sae.get("resample") or {}).get("every_steps", 0)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise NsaeError(f"sae.resample.every_steps={every!r}; valid: an integer >= 0")
+    cls = SAE.registry.get(cfg.sae.type)
+    if every and cls is not None and not cls.uses_sparsity_coeff:
+        raise NsaeError(
+            f"sae.resample.every_steps={every} on sae_type={cfg.sae.type}: resampling is for "
+            "L1-penalised SAEs (the TopK family has AuxK); valid: 0"
+        )
 
     try:
         check_combination(cfg.sae.type, cfg.loss.normalization_method, cfg.coeff.mode)

@@ -14,6 +14,7 @@ from nsae.errors import NsaeError
 from nsae.evaluation import Evaluator
 from nsae.loss import SAELoss, layer_coefficients
 from nsae.metrics import Batch, RecentFiring, SAEMetrics, per_layer_dict
+from nsae.resample import resample_dead
 from nsae.schedule import coeff_factor, lr_factor
 
 
@@ -30,8 +31,11 @@ class SAEModule(L.LightningModule):
         optim: Any,
         metrics: Any,
         init_b_dec: str = "mean",
+        resample: Any = None,
     ) -> None:
         super().__init__()
+        self.resample_cfg = resample or {}
+        self._last_batch: Tensor | None = None
         self.sae, self.layers, self.coeff, self.optim = sae, list(layers), coeff, optim
         self.init_b_dec, self.splice = init_b_dec, bool(metrics.splice)
         L_, D, M = sae.n_layers, sae.d_model, sae.n_features
@@ -76,6 +80,7 @@ class SAEModule(L.LightningModule):
 
     # -- training ----------------------------------------------------------------------------
     def training_step(self, x_BLD: Tensor, batch_idx: int) -> Tensor:
+        self._last_batch = x_BLD  # the inputs a resample draws from (see optimizer_step)
         out = self.sae.train_forward(x_BLD)
         parts = self.loss_fn(x_BLD, out, self.coeff_scale())
         if not torch.isfinite(parts.total):
@@ -115,6 +120,18 @@ class SAEModule(L.LightningModule):
     ) -> None:
         optimizer.step(closure=optimizer_closure)
         self.sae.after_optimizer_step()
+        every = int(self.resample_cfg.get("every_steps", 0))
+        if every and (self.global_step + 1) % every == 0 and self._last_batch is not None:
+            counts = resample_dead(
+                self.sae,
+                optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
+                self._last_batch,
+                self.recent.dead_mask(every).to(self._last_batch.device),
+                float(self.resample_cfg.get("encoder_scale", 0.2)),
+            )
+            self.sae.after_optimizer_step()  # keep the decoder constraint
+            resampled = zip(self.layers, counts, strict=True)
+            self.log_dict({f"train/resampled/layer_{i}": float(c) for i, c in resampled})
 
     def configure_optimizers(self) -> dict[str, Any]:
         """Adam at optim.lr, scaled per step by `nsae.schedule.lr_factor`."""

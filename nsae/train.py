@@ -39,7 +39,7 @@ from nsae.preflight import job_plan, preflight
 from nsae.rundir import attach_log_file, detach_log_file, skip_as_alpha, write_json
 
 log = logging.getLogger(__name__)
-SAE_COMMON_KEYS = ("type", "expansion_factor", "init_b_dec")
+SAE_COMMON_KEYS = ("type", "expansion_factor", "init_b_dec", "resample")
 OUTCOMES: list[tuple[Path, str, str | None]] = []  # this process's jobs: (dir, outcome, error)
 
 
@@ -143,6 +143,7 @@ def _fit_and_evaluate(
         cfg.optim,
         cfg.metrics,
         cfg.sae.init_b_dec,
+        cfg.sae.get("resample"),
     )
     dm = ActivationDataModule(cfg.data, cfg.source, layers, cfg.seed)
     resume_step = checkpoint_step(ckpt_path)

@@ -92,10 +92,15 @@ class RecentFiring(LayerMetric):
         self.last_fired = torch.where(fired_LM, self.step, self.last_fired)
         self.step = self.step + 1
 
-    def dead_fraction(self, window_steps: int) -> Tensor:
-        """Fraction of features with no firing in the last `window_steps` updates, [L]."""
+    def dead_mask(self, window_steps: int) -> Tensor:
+        """[L, M] bool: features with no firing in the last `window_steps` updates (over all
+        ranks)."""
         with self.sync_context():
-            return (self.last_fired < self.step - window_steps).double().mean(-1)
+            return self.last_fired < self.step - window_steps
+
+    def dead_fraction(self, window_steps: int) -> Tensor:
+        """Fraction of features with no firing in the last `window_steps` updates."""
+        return self.dead_mask(window_steps).double().mean(-1)
 
     def compute(self) -> Tensor:
         raise NotImplementedError("use dead_fraction(window_steps)")
