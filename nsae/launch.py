@@ -111,6 +111,7 @@ def local_ranks(trainer_cfg: Any, run_dir: Path, resume: bool) -> Iterator[None]
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     procs: list[subprocess.Popen] = []
+    ended = threading.Event()  # set when this job ends: its watcher must not outlive it
     try:
         for rank in range(1, n):
             cmd = [
@@ -126,13 +127,14 @@ def local_ranks(trainer_cfg: Any, run_dir: Path, resume: bool) -> Iterator[None]
                 f"resume={str(resume).lower()}",
             ]
             procs.append(subprocess.Popen(cmd, env={**os.environ, "LOCAL_RANK": str(rank)}))
-        watch = threading.Thread(target=_observe, args=(procs, run_dir), daemon=True)
+        watch = threading.Thread(target=_observe, args=(procs, run_dir, ended), daemon=True)
         watch.start()
         yield
         for rank, proc in enumerate(procs, start=1):
             if proc.wait() != 0:
                 raise NsaeError(_rank_failed(rank, proc.returncode, run_dir))
     finally:
+        ended.set()
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
@@ -155,13 +157,13 @@ def _rank_failed(rank: int, code: int, run_dir: Path) -> str:
     return f"DDP rank {rank} exited with code {code}; see {run_dir / f'ddp_rank_{rank}.log'}"
 
 
-def _observe(procs: list[subprocess.Popen], run_dir: Path) -> None:
+def _observe(procs: list[subprocess.Popen], run_dir: Path, ended: threading.Event) -> None:
     """If a child rank dies, say which and stop this job instead of letting rank 0 wait
-    for it in a collective until the process-group timeout."""
-    while True:
+    for it in a collective until the process-group timeout. Stops when the job ends."""
+    while not ended.is_set():
         for rank, proc in enumerate(procs, start=1):
             code = proc.poll()
-            if code not in (None, 0):
+            if code not in (None, 0) and not ended.is_set():
                 message = _rank_failed(rank, code, run_dir)
                 print(f"nsae: error: {message}", file=sys.stderr, flush=True)
                 for other in procs:

@@ -211,6 +211,8 @@ class SAEModule(L.LightningModule):
         """L0 and explained variance of the SAE (noise off) on given activations, e.g.
         training-split tokens, to compare with the held-out evaluation."""
         metrics = SAEMetrics(["l0", "explained_variance"], *self._shape()).to(self.device)
+        for metric in metrics.metrics.values():  # this rank's tokens only (rank 0 calls it)
+            metric.sync_on_compute = metric._to_sync = False
         was_training = self.sae.training
         self.sae.eval()
         for x_BLD in x_NLD.split(chunk):
