@@ -216,17 +216,19 @@ def validate(cfg: Any) -> list[int]:
             f"source.hook_site={cfg.source.hook_site!r}; valid: {', '.join(HOOK_SITES)}"
         )
     check_accelerator(cfg.trainer)
-    from nsae.saes import SAE, check_combination
+    from nsae.saes import check_combination
 
     every = (cfg.sae.get("resample") or {}).get("every_steps", 0)
     if isinstance(every, bool) or not isinstance(every, int) or every < 0:
         raise NsaeError(f"sae.resample.every_steps={every!r}; valid: an integer >= 0")
-    cls = SAE.registry.get(cfg.sae.type)
-    if every and cls is not None and not cls.uses_sparsity_coeff:
+    if every and cfg.sae.type not in RESAMPLED:
         raise NsaeError(
-            f"sae.resample.every_steps={every} on sae_type={cfg.sae.type}: resampling is for "
-            "L1-penalised SAEs (the TopK family has AuxK); valid: 0"
+            f"sae.resample.every_steps={every} on sae_type={cfg.sae.type}: resampling is "
+            f"implemented for {', '.join(RESAMPLED)} (the TopK family has AuxK); valid: 0"
         )
+    if every:
+        number("sae.resample.encoder_scale", cfg.sae.resample.get("encoder_scale", 0.2), 0, True)
+    check_misc(cfg)
 
     try:
         check_combination(cfg.sae.type, cfg.loss.normalization_method, cfg.coeff.mode)
@@ -246,6 +248,45 @@ def validate(cfg: Any) -> list[int]:
 
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+RESAMPLED = ("none", "normalized_sae")  # the L1-penalised SAEs nsae/resample.py knows
+
+
+def check_misc(cfg: Any) -> None:
+    """The remaining keys a job reads: metric names, dtypes, intervals, seeds, flags."""
+    from nsae.metrics import METRICS
+
+    for group in ("train", "eval"):
+        names = list(cfg.metrics.get(group) or [])
+        unknown = [n for n in names if n not in METRICS]
+        if unknown:
+            raise NsaeError(
+                f"metrics.{group} has unknown metrics {unknown}; valid: {', '.join(METRICS)}"
+            )
+    if cfg.data.get("cache_dtype", "float16") not in ("float16", "float32"):
+        raise NsaeError(f"data.cache_dtype={cfg.data.cache_dtype!r}; valid: float16, float32")
+    for key in (
+        "trainer.val_check_interval",
+        "trainer.log_every_n_steps",
+        "metrics.dead_window_tokens",
+    ):
+        check_positive(key, OmegaConf.select(cfg, key))
+    workers = cfg.data.get("num_workers", 0)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise NsaeError(f"data.num_workers={workers!r}; valid: an integer >= 0")
+    if isinstance(cfg.get("seed"), bool) or not isinstance(cfg.get("seed"), int):
+        raise NsaeError(f"seed={cfg.get('seed')!r}; valid: an integer")
+    for key in ("data.streaming", "data.cache", "resume", "metrics.splice"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not isinstance(value, bool):
+            raise NsaeError(f"{key}={value!r}; valid: true, false")
+    betas = list(cfg.optim.get("betas", [0.9, 0.999]))
+    if len(betas) != 2 or not all(
+        isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1 for b in betas
+    ):
+        raise NsaeError(f"optim.betas={betas}; valid: two numbers in [0, 1)")
+    k = cfg.coeff.get("k")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int | float)):
+        raise NsaeError(f"coeff.k={k!r} is not a number; valid: a number, or null (the default)")
 
 
 def check_accelerator(trainer: Any) -> None:

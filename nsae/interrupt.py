@@ -25,8 +25,8 @@ class Interrupted(NsaeError):
 class GracefulStop(Callback):
     """Turns the first SIGINT/SIGTERM into a checkpoint at the end of the current step."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
+    def __init__(self, run_dir: Path, multirun: bool = False) -> None:
+        self.run_dir, self.multirun = run_dir, multirun
         self.signum: int | None = None
         self.saved_step: int | None = None
         self._previous: dict[int, Any] = {}
@@ -65,10 +65,16 @@ class GracefulStop(Callback):
         """After fit: raise `Interrupted` with the resume command if a signal stopped it."""
         if self.saved_step is None or self.signum is None:
             return
+        from nsae.launch import hydra_quote
+
         name = signal.Signals(self.signum).name
+        how = (
+            "re-run the same sweep command (finished jobs are skipped, this one resumes)"
+            if self.multirun
+            else f"python -m nsae.train resume=true hydra.run.dir={hydra_quote(str(self.run_dir))}"
+            " (and the same overrides)"
+        )
         raise Interrupted(
-            f"stopped by {name} at step {self.saved_step}; checkpoint saved. Resume with: "
-            f"python -m nsae.train resume=true hydra.run.dir={self.run_dir} (and the same "
-            "overrides)",
+            f"stopped by {name} at step {self.saved_step}; checkpoint saved. Resume: {how}",
             self.signum,
         )

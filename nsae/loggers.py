@@ -16,6 +16,8 @@ from typing import Any
 
 from hydra.utils import instantiate
 
+from nsae.launch import global_rank
+
 
 def wandb_run_id(run_dir: Path) -> str:
     return hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
@@ -31,7 +33,7 @@ def build_loggers(logger_cfg: Any, run_dir: Path, resume_step: int | None) -> li
         if target.endswith("WandbLogger"):
             extra = {"id": wandb_run_id(run_dir), "resume": "allow"}
         logger = instantiate(conf, **extra)
-        if target.endswith("CSVLogger") and resume_step is not None:
+        if target.endswith("CSVLogger") and resume_step is not None and global_rank() == 0:
             _keep_csv_history(logger, resume_step)
         loggers.append(logger)
     return loggers

@@ -14,7 +14,7 @@ from nsae.errors import NsaeError
 from nsae.evaluation import Evaluator
 from nsae.loss import SAELoss, layer_coefficients
 from nsae.metrics import Batch, RecentFiring, SAEMetrics, per_layer_dict
-from nsae.resample import resample_dead
+from nsae.resample import broadcast_from_rank0, resample_dead
 from nsae.schedule import coeff_factor, lr_factor
 
 
@@ -129,6 +129,7 @@ class SAEModule(L.LightningModule):
                 self.recent.dead_mask(every).to(self._last_batch.device),
                 float(self.resample_cfg.get("encoder_scale", 0.2)),
             )
+            broadcast_from_rank0(self.sae)
             self.sae.after_optimizer_step()  # keep the decoder constraint
             resampled = zip(self.layers, counts, strict=True)
             self.log_dict({f"train/resampled/layer_{i}": float(c) for i, c in resampled})

@@ -27,8 +27,11 @@ def resample_dead(
     encoder_scale: float = 0.2,
     generator: torch.Generator | None = None,
 ) -> list[int]:
-    """Re-initialise the dead features (`dead_LM`, bool [L, M]); return the count per layer."""
-    x_hat_BLD, _ = sae(x_BLD)
+    """Re-initialise the dead features (`dead_LM`, bool [L, M]); return the count per layer.
+    The sampling weights come from the SAE without training noise."""
+    was_training = sae.training
+    x_hat_BLD, _ = sae.eval()(x_BLD)
+    sae.train(was_training)
     err_BL = (x_hat_BLD - x_BLD).pow(2).sum(-1)
     counts = []
     for j in range(dead_LM.shape[0]):
@@ -52,6 +55,16 @@ def resample_dead(
         _reset_state(optimizer, sae.W_enc_LDM, (j, slice(None), dead_M))
         _reset_state(optimizer, sae.b_enc_LM, (j, dead_M))
     return counts
+
+
+def broadcast_from_rank0(sae: torch.nn.Module) -> None:
+    """Under DDP, make every rank's resampled weights rank 0's (each rank drew from its own
+    batch; the dead mask, and so the optimizer-state reset, is already the same)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for param in (sae.W_enc_LDM, sae.W_dec_LMD, sae.b_enc_LM):
+            dist.broadcast(param.data, src=0)
 
 
 def _reset_state(optimizer: torch.optim.Optimizer, param: Tensor, index: tuple) -> None:

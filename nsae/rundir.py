@@ -127,18 +127,19 @@ def skip_as_alpha(cfg: Any, run_dir: Path) -> dict[str, Any]:
     from nsae.preflight import comparable
 
     mine = comparable(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-    same = {k: v for k, v in mine.items() if not k.startswith("coeff.")}
+
+    def identity(flat_cfg: dict[str, Any]) -> dict[str, Any]:
+        """Everything but the coefficient mode, its exponent and the default tables."""
+        skip = ("coeff.mode", "coeff.k", "coeff.default_alpha")
+        return {k: v for k, v in flat_cfg.items() if not k.startswith(skip)}
+
     sibling = None
     for other in sorted(run_dir.parent.iterdir()):
         config = other / "config.yaml"
         if other == run_dir or not config.is_file():
             continue
         theirs = comparable(OmegaConf.to_container(OmegaConf.load(config)))  # type: ignore[arg-type]
-        if (
-            theirs.get("coeff.mode") == "alpha"
-            and theirs.get("coeff.alpha") == mine.get("coeff.alpha")
-            and {k: v for k, v in theirs.items() if not k.startswith("coeff.")} == same
-        ):
+        if theirs.get("coeff.mode") == "alpha" and identity(theirs) == identity(mine):
             sibling = other.name
             break
     write_json(

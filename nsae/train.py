@@ -95,7 +95,7 @@ def run(
     try:
         with local_ranks(cfg.trainer, run_dir, resume=ckpt_path is not None):
             try:
-                return _fit_and_evaluate(cfg, run_dir, layers, ckpt_path, callbacks)
+                return _fit_and_evaluate(cfg, run_dir, layers, ckpt_path, callbacks, multirun)
             finally:
                 end_process_group()
     except Interrupted:
@@ -114,6 +114,7 @@ def _fit_and_evaluate(
     layers: list[int],
     ckpt_path: str | None,
     callbacks: list | None,
+    multirun: bool = False,
 ) -> dict[str, Any]:
     import lightning as L
     from hydra.utils import instantiate
@@ -158,7 +159,7 @@ def _fit_and_evaluate(
         save_last=True,
         every_n_train_steps=cfg.trainer.val_check_interval,
     )
-    bar, stop = progress_bar(), GracefulStop(run_dir)
+    bar, stop = progress_bar(), GracefulStop(run_dir, multirun)
     trainer = instantiate(
         cfg.trainer,
         logger=loggers or False,
@@ -196,7 +197,7 @@ def _fit_and_evaluate(
             "dataset_path": summary["provenance"]["dataset"],
             "provenance": summary["provenance"],
         },
-        overwrite=ckpt_path is not None,  # a resumed run replaces its own partial export
+        overwrite=True,  # job_plan let only this job's own (unfinished) files be here
     )
     write_json(run_dir / "metrics.json", summary)
     return summary

@@ -102,7 +102,7 @@ def test_cache_key_covers_token_count_and_file_contents(tmp_path: Path) -> None:
     assert changed.cache_built is True and len(entries(data)) == 3
     meta = changed.cache.meta
     assert meta["n_tokens"] == 2048 and meta["context_size"] == T
-    assert meta["data"]["files"] == {str(train): hashlib.sha256(train.read_bytes()).hexdigest()}
+    assert meta["data"]["files"] == [hashlib.sha256(train.read_bytes()).hexdigest()]
     weights = Path(asset("kjv-gpt2")) / "model.safetensors"
     assert meta["model_files"]["files"]["model.safetensors"] == (
         hashlib.sha256(weights.read_bytes()).hexdigest()

@@ -112,7 +112,9 @@ def test_rerunning_a_sweep_never_touches_a_finished_job(cli, tmp_path: Path) -> 
     assert len(errors) == 1 and "differs in optim.lr" in errors[0] and job.name in errors[0]
     assert "Traceback" not in changed.stderr
     assert sha1_tree(sweep) == {**before, "multirun.yaml": sha1_tree(sweep)["multirun.yaml"]}
-    single = cli("debug=tiny", "source.layers=[1]", f"hydra.run.dir={job}")
+    from nsae.launch import hydra_quote  # the job's name holds '=': Hydra needs it quoted
+
+    single = cli("debug=tiny", "source.layers=[1]", f"hydra.run.dir={hydra_quote(str(job))}")
     assert single.returncode == 2 and "already holds a finished run" in single.stderr
     assert sha1_tree(sweep) == {**before, "multirun.yaml": sha1_tree(sweep)["multirun.yaml"]}
 

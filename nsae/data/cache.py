@@ -173,18 +173,11 @@ class ActivationCache:
             self.check()
             return False
         self.root.mkdir(parents=True, exist_ok=True)
-        need = n_tokens * row_values * np.dtype(_DTYPES[self.dtype]).itemsize
-        free = shutil.disk_usage(self.root).free
-        if need > free:
-            raise NsaeError(
-                f"the activation cache needs {need / 2**30:.2f} GiB but {self.root} has "
-                f"{free / 2**30:.2f} GiB free; valid: data.cache=false (stream from the LM), "
-                "fewer data.cache_tokens or source.layers, or another data.cache_dir"
-            )
         with _locked(self.root / f"{self.key}.lock"):
             if self.complete:  # another job built it while we waited
                 self.check()
                 return False
+            self._check_disk(n_tokens * row_values)
             remove_orphans(self.root, held_key=self.key)
             tmp = self.root / f"{self.key}.tmp-{os.getpid()}"
             tmp.mkdir(parents=True)
@@ -242,6 +235,18 @@ class ActivationCache:
         if arr is not None:
             arr.flush()
         return have
+
+    def _check_disk(self, values: int) -> None:
+        """The entry must fit the free disk (checked under the lock, so a build in progress
+        by another job is not counted against this one)."""
+        need = values * np.dtype(_DTYPES[self.dtype]).itemsize
+        free = shutil.disk_usage(self.root).free
+        if need > free:
+            raise NsaeError(
+                f"the activation cache needs {need / 2**30:.2f} GiB but {self.root} has "
+                f"{free / 2**30:.2f} GiB free; valid: data.cache=false (stream from the LM), "
+                "fewer data.cache_tokens or source.layers, or another data.cache_dir"
+            )
 
     def check(self) -> None:
         """A finished entry must be readable and match its key."""

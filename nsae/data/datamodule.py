@@ -99,7 +99,8 @@ def split_files(data: Any, split: str) -> list[str]:
 
 def data_fingerprint(data: Any, split: str, root: str | None) -> dict[str, Any]:
     """What determines one split's rows: builder or hub name, config, revision, split, text
-    column, and the sha256 of every local file."""
+    column, whether it is streamed (which changes the context selection), and the sha256 of
+    every local file in order (contents, not paths: a moved checkout keeps its key)."""
     files = split_files(data, split)
     return {
         "path": str(data.path),
@@ -107,7 +108,8 @@ def data_fingerprint(data: Any, split: str, root: str | None) -> dict[str, Any]:
         "revision": data.get("revision"),
         "split": split,
         "text_column": data.get("text_column", "text"),
-        "files": {f: f if "://" in f else file_digest(f, root) for f in files},
+        "streaming": bool(data.get("streaming", False)),
+        "files": [f if "://" in f else file_digest(f, root) for f in files],
     }
 
 
