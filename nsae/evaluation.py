@@ -47,7 +47,7 @@ class Evaluator(nn.Module):
         and the ground-truth metrics for a synthetic source."""
         edges_L9 = torch.tensor([dm.norm_stats[f"layer_{i}"]["decile_edges"] for i in layers])
         self.binned.set_edges(edges_L9)
-        if dm.synthetic is not None and self.ground_truth is None:
+        if getattr(dm, "synthetic", None) is not None and self.ground_truth is None:
             W = self.sae[0].W_dec_LMD
             self.ground_truth = GroundTruthMetrics(dm.synthetic.dict_LFD, W.shape[1], edges_L9).to(
                 W.device
@@ -58,7 +58,7 @@ class Evaluator(nn.Module):
             self.ground_truth.set_decoder(self.sae[0].W_dec_LMD.detach())
 
     def update(self, dm: Any, batch: Tensor, splice: bool) -> None:
-        if dm.synthetic is not None:
+        if getattr(dm, "synthetic", None) is not None:
             self._update_synthetic(dm, batch)
         else:
             self._update_lm(dm, batch, splice)
