@@ -99,9 +99,13 @@ class SAEModule(L.LightningModule):
         if metrics_step or log_step:  # self.log costs about 1 ms: not on every step
             self.log("train/loss", parts.total, prog_bar=True)
         if log_step:
-            values = self.train_metrics.compute() | {"dead_fraction": self.dead_fraction()}
+            # (a run resumed between two metrics steps may have none in this window)
+            seen = any(m.update_count for m in self.train_metrics.metrics.values())
+            values = self.train_metrics.compute() if seen else {}
+            values["dead_fraction"] = self.dead_fraction()
             values["coeff"] = self.loss_fn.coeff_L * self.coeff_scale()  # the effective c_l
-            self.log_dict(self._flatten("train", values))
+            flat = self._flatten("train", values)
+            self.log_dict({k: v for k, v in flat.items() if v is not None})
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
             self.train_metrics.reset()
         return parts.total
