@@ -13,9 +13,9 @@ from omegaconf import OmegaConf
 from nsae.config import CONF_DIR, group_options
 from nsae.loss import NORM_POWER, beta_exponent
 from nsae.saes import SAE, build_sae, check_combination
+from nsae.train import SAE_COMMON_KEYS as COMMON  # sae.* keys the training loop keeps
 
 SAE_TYPES = sorted(SAE.registry)
-COMMON = ("type", "expansion_factor", "init_b_dec")  # nsae.train.SAE_COMMON_KEYS
 
 
 def compose_cfg(*overrides: str):
