@@ -94,11 +94,6 @@ def number(name: str, value: Any, minimum: float = 0.0, strict: bool = False) ->
     return float(value)
 
 
-def check_nonnegative(name: str, value: Any) -> None:
-    if value is not None:
-        number(name, value)
-
-
 def check_positive(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise NsaeError(f"{name}={value!r}; valid: an integer > 0")

@@ -34,27 +34,6 @@ from nsae.errors import NsaeError
 
 # Keys that never change a result: bookkeeping, loggers (names, paths), the cache location.
 IGNORED_PREFIXES = ("resume", "logger", "data.cache_dir", "hydra")
-# Hydra flags after which nsae does not second-guess the command (help, info, other configs).
-PASS_THROUGH_FLAGS = (
-    "--help",
-    "-h",
-    "--hydra-help",
-    "--version",
-    "--cfg",
-    "-c",
-    "--info",
-    "-i",
-    "--config-path",
-    "-cp",
-    "--config-name",
-    "-cn",
-    "--config-dir",
-    "-cd",
-    "--shell-completion",
-    "-sc",
-    "--package",
-    "-p",
-)
 
 Plan = Literal["new", "skip", "resume"]
 
@@ -167,10 +146,8 @@ def _split_argv(argv: list[str]) -> tuple[bool, list[str]] | None:
     for arg in argv:
         if arg in ("-m", "--multirun"):
             multirun = True
-        elif arg.startswith("-"):
-            if arg.split("=", 1)[0] in PASS_THROUGH_FLAGS:
-                return None
-            return None  # an unknown flag: Hydra reports it
+        elif arg.startswith("-"):  # help, info, another config, ...: Hydra's own business
+            return None
         else:
             overrides.append(arg)
     return multirun, overrides
