@@ -11,6 +11,7 @@ others go on; the sweep ends with a summary and a non-zero exit if any job faile
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -240,6 +241,21 @@ def main(cfg: DictConfig) -> None:
         )
 
 
+def outcomes_from_dirs(plans: dict[Path, Any]) -> None:
+    """Jobs that ran in other processes (hydra/launcher=parallel or slurm): read how each
+    ended from its run directory, as `nsae.report` does."""
+    for run_dir in plans:
+        if (run_dir / "failed.json").is_file():
+            error = json.loads((run_dir / "failed.json").read_text()).get("error", "?")
+            OUTCOMES.append((run_dir, "failed", error))
+        elif (run_dir / "skipped.json").is_file():
+            OUTCOMES.append((run_dir, "skipped", None))
+        elif (run_dir / "metrics.json").is_file():
+            OUTCOMES.append((run_dir, "finished", None))
+        else:
+            OUTCOMES.append((run_dir, "failed", "did not finish (see its train.log)"))
+
+
 def sweep_summary() -> int:
     """Print how a sweep's jobs ended; the exit code (1 if any failed)."""
     failed = [(d, e) for d, outcome, e in OUTCOMES if outcome == "failed"]
@@ -269,18 +285,24 @@ def check_config_name(argv: list[str]) -> None:
 def cli() -> None:
     quiet_dependencies()
     argv = sys.argv[1:]
+    plans = None
     try:
         check_config_name(argv)
         check_group_choices(argv)
         if not external_ranks():
-            preflight(argv)
+            plans = preflight(argv)
     except NsaeError as err:
         fail(err)
     try:
         main()
     except KeyboardInterrupt:
-        print("nsae: interrupted before training started; nothing to resume", file=sys.stderr)
+        if OUTCOMES or not plans or len(plans) == 1:
+            print("nsae: interrupted before training started; nothing to resume", file=sys.stderr)
+        else:  # jobs in worker processes stopped at their current step
+            print("nsae: interrupted: re-run the same sweep to continue", file=sys.stderr)
         sys.exit(130)
+    if not OUTCOMES and plans and len(plans) > 1:
+        outcomes_from_dirs(plans)
     if len(OUTCOMES) > 1 or any(outcome == "failed" for _, outcome, _ in OUTCOMES):
         sys.exit(sweep_summary())
 
