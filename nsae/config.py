@@ -149,9 +149,19 @@ def model_shape(name: str) -> tuple[int, int | None, int]:
 
 
 def source_shape(source: Any) -> tuple[int, int | None, int]:
-    """(layers, maximum positions, width) of the configured source."""
+    """(layers, maximum positions, width) of the configured source (`init: random`: of the
+    model its `config` describes; nothing is built or downloaded)."""
     if source.get("kind", "lm") == "synthetic":
         return int(source.n_layers), None, int(source.d_model)
+    from nsae.data.source import INITS, model_config
+
+    init = source.get("init", "pretrained")
+    if init not in INITS:
+        raise NsaeError(f"source.init={init!r}; valid: {', '.join(INITS)}")
+    if init == "random":
+        model_cfg = model_config(source.get("config"))
+        positions = getattr(model_cfg, "max_position_embeddings", None)
+        return model_cfg.num_hidden_layers, positions, model_cfg.hidden_size
     return model_shape(str(source.name))
 
 
@@ -257,6 +267,13 @@ def check_misc(cfg: Any) -> None:
             raise NsaeError(
                 f"metrics.{group} has unknown metrics {unknown}; valid: {', '.join(METRICS)}"
             )
+    from nsae.data.norms import NORMALIZE_ACTIVATIONS
+
+    method = cfg.data.get("normalize_activations", "none")
+    if method not in NORMALIZE_ACTIVATIONS:
+        raise NsaeError(
+            f"data.normalize_activations={method!r}; valid: {', '.join(NORMALIZE_ACTIVATIONS)}"
+        )
     if cfg.data.get("cache_dtype", "float16") not in ("float16", "float32"):
         raise NsaeError(f"data.cache_dtype={cfg.data.cache_dtype!r}; valid: float16, float32")
     for key in (

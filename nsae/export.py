@@ -11,6 +11,11 @@ none -> standard; topk -> topk (with "k"); jumprelu -> jumprelu; gated -> gated;
 batchtopk, matryoshka -> jumprelu with the learned per-layer threshold for every feature
 (as SAELens saves them for inference); normalized_sae -> normalized_sae (nsae.saelens).
 `sae_lens.SAE.load_from_disk(folder)` loads every one but normalized_sae as is.
+
+Exports always take raw activations (cfg.json "normalize_activations": "none"): an SAE
+trained with `data.normalize_activations=expected_norm` arrives here with 1/s_l already
+folded into its weights (`SAEModule.fold_input_scale` at the final evaluation); s_l is in
+the run's norm_stats.json ("input_scale").
 """
 
 from __future__ import annotations

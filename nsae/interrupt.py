@@ -22,6 +22,11 @@ class Interrupted(NsaeError):
         self.exit_code = 128 + signum
 
 
+class WorkersInterrupted(Exception):
+    """A sweep job in a worker process (hydra/launcher=parallel) stopped on a signal after
+    saving its step; raised to the sweep's own process, which ends the sweep."""
+
+
 class GracefulStop(Callback):
     """Turns the first SIGINT/SIGTERM into a checkpoint at the end of the current step."""
 

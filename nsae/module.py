@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import lightning as L
@@ -9,7 +10,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from nsae.data.norms import mean_norms
+from nsae.data.norms import input_scales, mean_norms
 from nsae.errors import NsaeError
 from nsae.evaluation import Evaluator
 from nsae.loss import SAELoss, layer_coefficients
@@ -20,7 +21,13 @@ from nsae.schedule import coeff_factor, lr_factor
 
 class SAEModule(L.LightningModule):
     """Trains the SAE bank on activation batches [B, L, D]; validates and evaluates on
-    held-out contexts [B, T] that it harvests through the datamodule (noise off)."""
+    held-out contexts [B, T] that it harvests through the datamodule (noise off).
+
+    Input scales (`data.normalize_activations`): the SAE trains on s_l x (the norm sample's
+    "input_scale" rows; training metrics are in those units). Every evaluation is in raw
+    units: validation folds 1/s_l into the SAE (`SAE.rescale_layer_`) and restores the
+    training weights exactly afterwards; the final evaluation folds it for good, so the
+    exported SAE maps raw x to raw x_hat."""
 
     def __init__(
         self,
@@ -53,14 +60,22 @@ class SAEModule(L.LightningModule):
         self.eval_density: Tensor | None = None
         # Set once from the norm statistics; restored from checkpoints, never re-estimated.
         self.register_buffer("initialized", torch.tensor(False))
+        # s_l per layer, from the datamodule's norm statistics in every stage (not saved).
+        self.register_buffer("input_scale_L", torch.ones(L_), persistent=False)
+        self.scaled = False  # some s_l != 1: training inputs are s_l x
+        self.folded = False  # the SAE is in raw units (1/s_l folded in)
+        self._train_state: dict[str, Any] | None = None  # unfolded weights, in validation
 
     # -- set-up from the data's norm statistics (before DDP wraps the module) -------------
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule
         self.evaluator.prepare(dm, self.layers)
+        s_L = input_scales(dm.norm_stats, self.layers)
+        self.input_scale_L.copy_(s_L)
+        self.scaled = bool((s_L != 1).any())
         if stage != "fit" or bool(self.initialized):
             return
-        n_L = mean_norms(dm.norm_stats, self.layers)
+        n_L = mean_norms(dm.norm_stats, self.layers) * s_L  # of the inputs the SAE sees
         c_L = layer_coefficients(
             self.coeff.mode,
             self.coeff.alpha,
@@ -70,7 +85,8 @@ class SAEModule(L.LightningModule):
             self.sae.sparsity_scaling,
         )
         self.loss_fn.coeff_L.copy_(c_L)
-        self.sae.init_b_dec(dm.norm_sample.to(self.sae.b_dec_LD.device), self.init_b_dec)
+        sample_NLD = dm.norm_sample.to(self.sae.b_dec_LD.device)
+        self.sae.init_b_dec(sample_NLD * s_L.to(sample_NLD.device)[:, None], self.init_b_dec)
         self.initialized.fill_(True)
 
     @property
@@ -80,6 +96,8 @@ class SAEModule(L.LightningModule):
 
     # -- training ----------------------------------------------------------------------------
     def training_step(self, x_BLD: Tensor, batch_idx: int) -> Tensor:
+        if self.scaled:
+            x_BLD = x_BLD * self.input_scale_L[:, None]
         self._last_batch = x_BLD  # the inputs a resample draws from (see optimizer_step)
         out = self.sae.train_forward(x_BLD)
         parts = self.loss_fn(x_BLD, out, self.coeff_scale())
@@ -183,13 +201,33 @@ class SAEModule(L.LightningModule):
     def test_step(self, batch: Tensor, batch_idx: int) -> None:
         self.evaluator.update(self.trainer.datamodule, batch, splice=self.splice)
 
+    def fold_input_scale(self) -> None:
+        """Fold 1/s_l into each layer (`SAE.rescale_layer_`): on raw x the SAE then computes
+        x_hat / s_l, the raw-unit reconstruction, of what it computed on s_l x."""
+        if self.scaled and not self.folded:
+            for j, s in enumerate(self.input_scale_L.tolist()):
+                self.sae.rescale_layer_(j, 1.0 / s)
+        self.folded = True
+
     def on_validation_epoch_start(self) -> None:
+        if self.scaled and not self.folded:
+            self._train_state = copy.deepcopy(self.sae.state_dict())  # (+ extra state)
+            self.fold_input_scale()
         self.evaluator.start()
 
-    on_test_epoch_start = on_validation_epoch_start
+    def on_test_epoch_start(self) -> None:
+        self.fold_input_scale()  # for good: the test ends training, the export follows
+        self.evaluator.start()
 
     def on_validation_epoch_end(self) -> None:
         self._finish_eval("val")
+        self.restore_training_weights()
+
+    def restore_training_weights(self) -> None:
+        """After a validation: the unfolded training weights back, bit for bit."""
+        if self._train_state is not None:
+            self.sae.load_state_dict(self._train_state)
+            self._train_state, self.folded = None, False
 
     def on_test_epoch_end(self) -> None:
         self.eval_results = self._finish_eval("eval")

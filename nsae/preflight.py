@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -202,10 +202,16 @@ def _is_sweep(override: str) -> bool:
     return OverridesParser.create().parse_override(override).is_sweep_override()
 
 
-def preflight(argv: list[str]) -> dict[Path, Plan] | None:
+class Checked(NamedTuple):
+    plans: dict[Path, Plan]  # each run directory's plan
+    launcher: str  # the Hydra launcher's _target_
+
+
+def preflight(argv: list[str]) -> Checked | None:
     """Check every job of the command before Hydra starts; return each run directory's
-    plan, or None when the command is left to Hydra (help, another config, ...). Raises
-    NsaeError (one line) if any job is bad or would touch an earlier run."""
+    plan and the launcher, or None when the command is left to Hydra (help, another
+    config, ...). Raises NsaeError (one line) if any job is bad or would touch an earlier
+    run."""
     from nsae.config import validate
 
     try:
@@ -241,7 +247,7 @@ def preflight(argv: list[str]) -> dict[Path, Plan] | None:
         raise NsaeError(
             f"{len(problems)} of {len(jobs)} jobs cannot run, so none was started: {listed}"
         )
-    return plans
+    return Checked(plans, str(OmegaConf.select(jobs[0].cfg, "hydra.launcher._target_") or ""))
 
 
 def explain_hydra_error(err: Exception, argv: list[str] | None = None) -> str:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -28,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from nsae.config import beta_exponent_of, check_group_choices, source_shape, validate
 from nsae.console import quiet_dependencies
 from nsae.errors import NsaeError, describe
-from nsae.interrupt import GracefulStop, Interrupted
+from nsae.interrupt import GracefulStop, Interrupted, WorkersInterrupted
 from nsae.launch import (
     check_allocation,
     end_process_group,
@@ -210,11 +212,20 @@ def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    in_worker = "joblib" in str(hc.launcher.get("_target_", ""))  # hydra/launcher=parallel
+    if in_worker and stop_marker(os.environ.get("NSAE_SWEEP_PID", "-")).exists():
+        raise WorkersInterrupted(f"{run_dir.name}: not started, the sweep was interrupted")
     try:
         summary = run(cfg, run_dir, multirun=multirun, log_name=hc.job.name)
     except Interrupted as err:  # stops the whole command, sweep included
         print(f"nsae: {err}", file=sys.stderr, flush=True)
+        if in_worker:
+            raise WorkersInterrupted(str(err)) from None  # to the sweep's process
         sys.exit(err.exit_code)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C before training (Lightning exits 1)
+        if in_worker:
+            raise WorkersInterrupted(f"{run_dir.name}: stopped before training") from None
+        raise
     except Exception as err:
         if os.environ.get("NSAE_DEBUG"):
             traceback.print_exc()
@@ -241,6 +252,20 @@ def main(cfg: DictConfig) -> None:
         )
 
 
+def stop_marker(sweep_pid: int | str) -> Path:
+    """The file that tells a sweep's queued jobs (in worker processes) not to start."""
+    return Path(tempfile.gettempdir()) / f"nsae-sweep-{sweep_pid}.stop"
+
+
+def let_workers_stop(signum: int, _frame: Any) -> None:
+    """The sweep's own process under hydra/launcher=parallel: Ctrl-C reaches every worker,
+    and each running job saves its current step; this process waits for them. A second
+    Ctrl-C aborts at once."""
+    print("nsae: stopping: each running job saves its step (Ctrl-C again: abort)", file=sys.stderr)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop_marker(os.getpid()).touch()  # the jobs still queued see it and do not start
+
+
 def outcomes_from_dirs(plans: dict[Path, Any]) -> None:
     """Jobs that ran in other processes (hydra/launcher=parallel or slurm): read how each
     ended from its run directory, as `nsae.report` does."""
@@ -252,17 +277,22 @@ def outcomes_from_dirs(plans: dict[Path, Any]) -> None:
             OUTCOMES.append((run_dir, "skipped", None))
         elif (run_dir / "metrics.json").is_file():
             OUTCOMES.append((run_dir, "finished", None))
+        elif (run_dir / "checkpoints" / "last.ckpt").is_file():
+            OUTCOMES.append((run_dir, "unfinished", "resumes on a re-run"))
         else:
-            OUTCOMES.append((run_dir, "failed", "did not finish (see its train.log)"))
+            OUTCOMES.append((run_dir, "unfinished", "not started or stopped before training"))
 
 
 def sweep_summary() -> int:
     """Print how a sweep's jobs ended; the exit code (1 if any failed)."""
     failed = [(d, e) for d, outcome, e in OUTCOMES if outcome == "failed"]
     counts = {o: sum(1 for _, out, _ in OUTCOMES if out == o) for o in ("finished", "skipped")}
+    unfinished = sum(1 for _, outcome, _ in OUTCOMES if outcome == "unfinished")
     print(
         f"nsae: sweep: {counts['finished']} finished, {counts['skipped']} skipped, "
-        f"{len(failed)} failed" + "".join(f"\n  failed: {d} ({e})" for d, e in failed)
+        f"{len(failed)} failed"
+        + (f", {unfinished} unfinished" if unfinished else "")
+        + "".join(f"\n  failed: {d} ({e})" for d, e in failed)
     )
     return 1 if failed else 0
 
@@ -285,24 +315,33 @@ def check_config_name(argv: list[str]) -> None:
 def cli() -> None:
     quiet_dependencies()
     argv = sys.argv[1:]
-    plans = None
+    checked = None
     try:
         check_config_name(argv)
         check_group_choices(argv)
         if not external_ranks():
-            plans = preflight(argv)
+            checked = preflight(argv)
     except NsaeError as err:
         fail(err)
+    workers = checked is not None and "joblib" in checked.launcher  # hydra/launcher=parallel
+    if workers:  # a stopped worker's WorkersInterrupted reaches this process's except
+        signal.signal(signal.SIGINT, let_workers_stop)
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        os.environ["NSAE_SWEEP_PID"] = str(os.getpid())
     try:
         main()
-    except KeyboardInterrupt:
-        if OUTCOMES or not plans or len(plans) == 1:
+    except (KeyboardInterrupt, WorkersInterrupted):
+        if workers:
+            outcomes_from_dirs(checked.plans)  # type: ignore[union-attr]
+            sweep_summary()
+            print("nsae: interrupted: re-run the same command to continue", file=sys.stderr)
+        else:
             print("nsae: interrupted before training started; nothing to resume", file=sys.stderr)
-        else:  # jobs in worker processes stopped at their current step
-            print("nsae: interrupted: re-run the same sweep to continue", file=sys.stderr)
         sys.exit(130)
-    if not OUTCOMES and plans and len(plans) > 1:
-        outcomes_from_dirs(plans)
+    finally:
+        stop_marker(os.getpid()).unlink(missing_ok=True)
+    if workers:
+        outcomes_from_dirs(checked.plans)  # type: ignore[union-attr]
     if len(OUTCOMES) > 1 or any(outcome == "failed" for _, outcome, _ in OUTCOMES):
         sys.exit(sweep_summary())
 

@@ -76,3 +76,74 @@ def test_a_plain_run_prints_nsae_lines_not_dependency_noise(tmp_path: Path) -> N
         assert noise not in out, noise
     assert out.count("GPU available") == 1  # each Lightning line once, not twice
     assert f"run dir: {tmp_path / 'run'}" in proc.stdout
+
+
+def _sha1s(paths: list[Path]) -> dict[Path, str]:
+    import hashlib
+
+    return {
+        p: hashlib.sha1(p.read_bytes()).hexdigest()
+        for d in paths
+        for p in d.rglob("*")
+        if p.is_file()
+    }
+
+
+def test_ctrl_c_in_a_parallel_sweep_saves_running_jobs_and_a_rerun_continues(
+    tmp_path: Path,
+) -> None:
+    """hydra/launcher=parallel: Ctrl-C (SIGINT to the process group, as a terminal sends it)
+    stops the running jobs at their step, starts no queued one, and exits 130; the same
+    command again skips the finished jobs untouched and resumes the interrupted ones."""
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m", "experiment=nsae_study", "debug=study", "normalization_method=none",
+        "coeff=alpha", "seed=0", "sae_type=none", "trainer.max_steps=600",
+        "trainer.val_check_interval=600", "logger=csv", f"hydra.sweep.dir={sweep}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nsae.train", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        start_new_session=True,
+    )
+
+    def training_now() -> list[Path]:  # fit started (norm_stats.json), not yet finished
+        return [
+            p.parent
+            for p in sweep.glob("*/norm_stats.json")
+            if not (p.parent / "metrics.json").exists()
+        ]
+
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if list(sweep.glob("*/metrics.json")) and training_now():
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "the sweep ended before it could be interrupted"
+    time.sleep(8.0)  # norm_stats.json is written at fit start: let the first steps run
+    finished = [p.parent for p in sweep.glob("*/metrics.json")]
+    before = _sha1s(finished)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    assert "re-run the same command to continue" in err
+    assert re.search(r"nsae: sweep: \d+ finished, 0 skipped, 0 failed, \d+ unfinished", out)
+    saved = [d for d in sweep.iterdir() if (d / "checkpoints" / "last.ckpt").is_file()]
+    stopped = [d for d in saved if not (d / "metrics.json").exists()]
+    assert stopped, "no running job saved its step"
+    assert len(list(sweep.glob("*/metrics.json"))) < 5  # the queued jobs did not run
+
+    again = subprocess.run(
+        [sys.executable, "-m", "nsae.train", *args], cwd=ROOT, capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "5 finished, 0 skipped, 0 failed" in again.stdout
+    assert _sha1s(finished) == before  # finished jobs were skipped, not rewritten
+    for d in stopped:
+        summary = json.loads((d / "metrics.json").read_text())
+        assert summary["steps"] == 600

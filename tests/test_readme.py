@@ -1,4 +1,5 @@
-"""The README's two set-up commands, and .ci/run running the second one verbatim."""
+"""The README's set-up commands (CPU-only, GPU, tests), and .ci/run running the test command
+verbatim."""
 
 from __future__ import annotations
 
@@ -16,16 +17,19 @@ def readme_commands() -> list[str]:
     return re.findall(r"```bash\n(.+?)\n```", setup)
 
 
-def test_readme_has_exactly_two_setup_commands() -> None:
-    commands = readme_commands()
-    assert len(commands) == 2
-    assert all("torch==2.13.0" in c for c in commands)
-    assert commands[0].endswith("python -m nsae.train")
+CPU_TORCH = "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu && "
+
+
+def test_readme_has_a_cpu_a_gpu_and_a_test_command() -> None:
+    cpu, gpu, test = readme_commands()
+    assert cpu == CPU_TORCH + "pip install -e . && python -m nsae.train"
+    assert gpu == "pip install torch==2.13.0 -e . && python -m nsae.train"
+    assert test.startswith(CPU_TORCH) and test.endswith("python -m pytest")
 
 
 def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
-    assert readme_commands()[1] in ci
+    assert readme_commands()[2] in ci
 
 
 def test_readme_bad_input_examples_print_what_readme_says(cli) -> None:

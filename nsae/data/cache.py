@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nsae.console import progress
 from nsae.errors import NsaeError
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,24 @@ def model_fingerprint(name: str, root: str | Path) -> dict[str, Any]:
     except Exception:  # any failure to resolve it offline
         commit = "unresolved"
     return {"hub": name, "revision": commit}
+
+
+def source_fingerprint(source: Any, root: str | Path) -> dict[str, Any]:
+    """What fixes a source LM's weights: `model_fingerprint(name)`, or for `init: random`
+    the config, seed, tokenizer files, and the torch and transformers versions (the
+    initialisation code)."""
+    if source.get("init", "pretrained") != "random":
+        return model_fingerprint(str(source["name"]), root)
+    import transformers
+    from omegaconf import OmegaConf
+
+    config = source["config"]
+    return {
+        "config": OmegaConf.to_container(config) if OmegaConf.is_config(config) else config,
+        "seed": int(source.get("seed", 0)),
+        "tokenizer": model_fingerprint(str(source["tokenizer"]), root),
+        "versions": [torch.__version__, transformers.__version__],
+    }
 
 
 @contextmanager
@@ -210,28 +229,30 @@ class ActivationCache:
         """Write the first n_tokens rows of `chunks` to tmp/acts.npy in `dtype`; return how
         many rows there were (at most n_tokens), or None if a float16 value overflowed."""
         arr, have = None, 0
-        for chunk in chunks:
-            take = chunk[: n_tokens - have].detach().float().cpu().numpy()
-            peak = float(np.abs(take).max()) if take.size else 0.0
-            if dtype == "float16" and peak > FLOAT16_MAX:
-                log.warning(
-                    "activation cache %s: |x| = %.4g exceeds the float16 range (65504); "
-                    "storing float32 instead",
-                    self.key,
-                    peak,
-                )
-                return None
-            if arr is None:
-                arr = np.lib.format.open_memmap(
-                    tmp / "acts.npy",
-                    mode="w+",
-                    dtype=_DTYPES[dtype],
-                    shape=(n_tokens, *take.shape[1:]),
-                )
-            arr[have : have + len(take)] = take
-            have += len(take)
-            if have >= n_tokens:
-                break
+        with progress(n_tokens, f"activation cache ({dtype})", "tokens") as bar:
+            for chunk in chunks:
+                take = chunk[: n_tokens - have].detach().float().cpu().numpy()
+                peak = float(np.abs(take).max()) if take.size else 0.0
+                if dtype == "float16" and peak > FLOAT16_MAX:
+                    log.warning(
+                        "activation cache %s: |x| = %.4g exceeds the float16 range (65504); "
+                        "storing float32 instead",
+                        self.key,
+                        peak,
+                    )
+                    return None
+                if arr is None:
+                    arr = np.lib.format.open_memmap(
+                        tmp / "acts.npy",
+                        mode="w+",
+                        dtype=_DTYPES[dtype],
+                        shape=(n_tokens, *take.shape[1:]),
+                    )
+                arr[have : have + len(take)] = take
+                have += len(take)
+                bar.update(len(take))
+                if have >= n_tokens:
+                    break
         if arr is not None:
             arr.flush()
         return have

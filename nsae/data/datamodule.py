@@ -34,10 +34,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from nsae.console import progress
 from nsae.data.buffer import ShuffleBuffer
-from nsae.data.cache import ActivationCache, file_digest, model_fingerprint
-from nsae.data.norms import norm_statistics
-from nsae.data.source import Harvester, load_source
+from nsae.data.cache import ActivationCache, file_digest, source_fingerprint
+from nsae.data.norms import add_input_scales, norm_statistics
+from nsae.data.source import Harvester, configured_source
 from nsae.data.synthetic import SyntheticSource
 from nsae.data.text import PACKING_RULE, load_rows, packed_contexts
 from nsae.errors import NsaeError
@@ -116,9 +117,9 @@ def data_fingerprint(data: Any, split: str, root: str | None) -> dict[str, Any]:
 class ActivationDataModule(L.LightningDataModule):
     """After `setup`: `norm_sample` [N, L, D] and `norm_positions` [N] (the first
     n_norm_tokens of the train split, and each token's position in its context),
-    `norm_stats` (`norm_statistics` of them), `eval_ids` [C, T] (this rank's evaluation
-    contexts), `cache` (or None); `harvest(ids_BT)` and `eval_positions(keep_BT)` for the
-    module's evaluation batches."""
+    `norm_stats` (`norm_statistics` of them, each row with its "input_scale" s_l),
+    `eval_ids` [C, T] (this rank's evaluation contexts), `cache` (or None);
+    `harvest(ids_BT)` and `eval_positions(keep_BT)` for the module's evaluation batches."""
 
     def __init__(self, data: Any, source: Any, layers: list[int], seed: int = 0) -> None:
         super().__init__()
@@ -145,20 +146,22 @@ class ActivationDataModule(L.LightningDataModule):
             self._setup_synthetic()
             return
         self._check_eval_disjoint()
-        model, self.tokenizer = load_source(self.source.name, self.source.get("dtype", "float32"))
+        model, self.tokenizer = configured_source(self.source)
         self.harvester = Harvester(
             model.to(self.device), self.layers, self.source.hook_site, self.source.get("autocast")
         )
         d, T = self.data, self.data.context_size
         norm_ids = self._take_contexts(d.train_split, -(-d.n_norm_tokens // T), "n_norm_tokens")
         acts, positions = [], []
-        for ids_BT in norm_ids.split(d.harvest_batch):
-            x_NLD, keep_BT = self.harvest(ids_BT)
-            acts.append(x_NLD)
-            positions.append(self.eval_positions(keep_BT))
+        with progress(norm_ids.numel(), "norm sample", "tokens") as bar:
+            for ids_BT in norm_ids.split(d.harvest_batch):
+                x_NLD, keep_BT = self.harvest(ids_BT)
+                acts.append(x_NLD)
+                positions.append(self.eval_positions(keep_BT))
+                bar.update(ids_BT.numel())
         self.norm_sample = torch.cat(acts)[: d.n_norm_tokens]
         self.norm_positions = torch.cat(positions)[: d.n_norm_tokens]
-        self.norm_stats = norm_statistics(self.norm_sample, self.layers, self.norm_positions)
+        self._set_norm_stats()
         eval_ids = self._take_contexts(d.eval_split, -(-d.n_eval_tokens // T), "n_eval_tokens")
         self.eval_ids = eval_ids[self.rank :: self.world]
         self.cache = self._ensure_cache() if d.get("cache", False) else None
@@ -171,9 +174,17 @@ class ActivationDataModule(L.LightningDataModule):
         self.synthetic = SyntheticSource(self.source, self.layers, self.seed, self.device)
         self.norm_sample = self.synthetic.norm_sample(d.n_norm_tokens)
         self.norm_positions = torch.ones(len(self.norm_sample), dtype=torch.long)
-        self.norm_stats = norm_statistics(self.norm_sample, self.layers, self.norm_positions)
+        self._set_norm_stats()
         indices = self.synthetic.eval_indices(d.n_eval_tokens, d.batch_size, self.rank, self.world)
         self.eval_ids = torch.tensor(indices, dtype=torch.long)
+
+    def _set_norm_stats(self) -> None:
+        """The norm statistics of the (raw) norm sample, each layer's row with its input
+        scale s_l (`data.normalize_activations`; see `add_input_scales`)."""
+        assert self.norm_sample is not None
+        self.norm_stats = norm_statistics(self.norm_sample, self.layers, self.norm_positions)
+        method = str(self.data.get("normalize_activations", "none"))
+        add_input_scales(self.norm_stats, self.layers, method, self.norm_sample.shape[-1])
 
     def _check_eval_disjoint(self) -> None:
         """Refuse an eval split that is the train split (same name, or same file contents)."""
@@ -198,7 +209,7 @@ class ActivationDataModule(L.LightningDataModule):
         d, src = self.data, self.source
         fields = {
             "model": src.name,
-            "model_files": model_fingerprint(src.name, d.cache_dir),
+            "model_files": source_fingerprint(src, d.cache_dir),
             "source_dtype": src.get("dtype", "float32"),
             "source_autocast": src.get("autocast"),
             "hook_site": src.hook_site,

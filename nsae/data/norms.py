@@ -66,3 +66,31 @@ def norm_statistics(
 def mean_norms(stats: dict[str, dict[str, Any]], layers: list[int]) -> Tensor:
     """The per-layer mean norm n_l, as a tensor [L]."""
     return torch.tensor([stats[f"layer_{layer}"]["mean"] for layer in layers])
+
+
+NORMALIZE_ACTIVATIONS = ("none", "expected_norm")
+
+
+def add_input_scales(
+    stats: dict[str, dict[str, Any]], layers: list[int], method: str, d_model: int
+) -> None:
+    """Record each layer's input scale s_l in its row as "input_scale" (in place).
+
+    `none`: s_l = 1. `expected_norm`: s_l = sqrt(d) / n_l, with n_l = mean_t ||x_t^l|| over
+    the norm sample (the row's "mean"), so that the scaled sample s_l x has mean norm
+    sqrt(d). The SAE trains on s_l x; it is folded back to raw units before the final
+    evaluation and the export (`SAE.rescale_layer_(l, 1 / s_l)`).
+    """
+    if method not in NORMALIZE_ACTIVATIONS:
+        raise ValueError(
+            f"data.normalize_activations={method!r}; valid: {', '.join(NORMALIZE_ACTIVATIONS)}"
+        )
+    for layer in layers:
+        row = stats[f"layer_{layer}"]
+        mean = float(row["mean"])
+        row["input_scale"] = d_model**0.5 / mean if method == "expected_norm" and mean > 0 else 1.0
+
+
+def input_scales(stats: dict[str, dict[str, Any]], layers: list[int]) -> Tensor:
+    """The per-layer input scale s_l, as a tensor [L] (1 where none was recorded)."""
+    return torch.tensor([float(stats[f"layer_{i}"].get("input_scale", 1.0)) for i in layers])

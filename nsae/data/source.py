@@ -1,13 +1,16 @@
 """Source language models: loading, hook sites, and harvesting activations.
 
-One forward pass collects a hook site of every chosen layer, and stops right after the
-last layer it needs. Block lists and submodule names are resolved per architecture
-family, so any Hugging Face causal LM of a known family works.
+A source is loaded by hub name or local directory (`init: pretrained`), or built with
+random weights from a known architecture's config (`init: random`, e.g.
+`source=gpt2_small_shape`: real shapes with nothing downloaded). One forward pass collects
+a hook site of every chosen layer, and stops right after the last layer it needs. Block
+lists and submodule names are resolved per architecture family, so any Hugging Face causal
+LM of a known family works.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -24,17 +27,78 @@ _BLOCK_PATHS = ("transformer.h", "gpt_neox.layers", "model.layers", "model.decod
 _ATTN_NAMES = ("attn", "attention", "self_attn")
 _MLP_NAMES = ("mlp", "feed_forward")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+INITS = ("pretrained", "random")
 
 
 def load_source(name: str, dtype: str = "float32") -> tuple[nn.Module, object]:
     """Load a causal LM and its tokenizer by hub name or local path, in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if dtype not in _DTYPES:
-        raise NsaeError(f"source.dtype={dtype!r}; valid: {', '.join(_DTYPES)}")
+    check_dtype(dtype)
     model = AutoModelForCausalLM.from_pretrained(name, dtype=_DTYPES[dtype])
     model.eval().requires_grad_(False)
     return model, AutoTokenizer.from_pretrained(name)
+
+
+def check_dtype(dtype: str) -> None:
+    if dtype not in _DTYPES:
+        raise NsaeError(f"source.dtype={dtype!r}; valid: {', '.join(_DTYPES)}")
+
+
+def model_config(kwargs: Mapping[str, Any]) -> Any:
+    """A Hugging Face model config built from `source.config`: `model_type` (gpt2, llama,
+    ...) plus that family's keys (gpt2: n_layer, n_embd, n_head, n_positions, vocab_size)."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    kwargs = dict(kwargs or {})
+    model_type = kwargs.pop("model_type", None)
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise NsaeError(
+            f"source.config.model_type={model_type!r} is not a causal LM type; valid: one "
+            "that AutoModelForCausalLM builds (gpt2, gpt_neox, llama, ...)"
+        )
+    try:
+        return AutoConfig.for_model(model_type, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise NsaeError(f"source.config: {str(err).splitlines()[0]}") from None
+
+
+def random_source(
+    config: Mapping[str, Any], tokenizer: str, dtype: str = "float32", seed: int = 0
+) -> tuple[nn.Module, object]:
+    """A randomly initialised causal LM of a known architecture (the family's own
+    initialisation, drawn from a generator seeded with `seed`; the global RNG is left as
+    it was), in eval mode, and the tokenizer at `tokenizer`. Nothing is downloaded: real
+    shapes for benchmarks and tests. The tokenizer's ids must fit the model's vocabulary."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    check_dtype(dtype)
+    model_cfg = model_config(config)
+    tok = AutoTokenizer.from_pretrained(tokenizer)
+    if len(tok) > model_cfg.vocab_size:
+        raise NsaeError(
+            f"source.config.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's "
+            f"{len(tok)} tokens; valid: vocab_size >= {len(tok)}"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(model_cfg, dtype=_DTYPES[dtype])
+    model.eval().requires_grad_(False)
+    return model, tok
+
+
+def configured_source(source: Mapping[str, Any]) -> tuple[nn.Module, object]:
+    """The LM and tokenizer a `source` config names: `init: pretrained` (the default) loads
+    `name`; `init: random` builds `config` with `seed`, and the tokenizer at `tokenizer`."""
+    init, dtype = source.get("init", "pretrained"), source.get("dtype", "float32")
+    if init == "pretrained":
+        return load_source(str(source["name"]), dtype)
+    if init == "random":
+        return random_source(
+            source["config"], str(source["tokenizer"]), dtype, int(source.get("seed", 0))
+        )
+    raise NsaeError(f"source.init={init!r}; valid: {', '.join(INITS)}")
 
 
 def transformer_blocks(model: nn.Module) -> nn.ModuleList:

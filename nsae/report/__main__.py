@@ -13,7 +13,17 @@ from nsae.errors import NsaeError
 from nsae.report.document import Block, Heading, Text, to_html, to_markdown
 from nsae.report.groups import sections
 from nsae.report.runs import load_sweep
-from nsae.report.sections import Ctx, claims, curves, dictionary, header, matched, premise, results
+from nsae.report.sections import (
+    Ctx,
+    claims,
+    curves,
+    dictionary,
+    ground_truth,
+    header,
+    matched,
+    premise,
+    results,
+)
 
 
 def build(sweep_dir: Path, figures: bool = True) -> tuple[Path, Path, list[str]]:
@@ -59,6 +69,7 @@ def build(sweep_dir: Path, figures: bool = True) -> tuple[Path, Path, list[str]]
         body += results.build(sec, ctx)
         figs = matched.build(sec, ctx)  # before claims: claims show its Pareto figures
         body += claims.build(sec, ctx)
+        body += ground_truth.build(sec, ctx)  # synthetic sources only; [] otherwise
         body += figs + curves.build(sec, ctx) + dictionary.build(sec, ctx)
         blocks += [Heading(f"Section: {sec.title}"), *body]
         record["sections"].append(ctx.record)

@@ -1,11 +1,18 @@
 """Grouping runs so that different settings never mix.
 
 A run's *setting* is its whole resolved config minus the grid axes (sae.type and the
-type's own sae.* hyper-parameters, loss.normalization_method, coeff.*), the seed and run
-bookkeeping (BOOKKEEPING). Runs with different settings go to different sections, titled
-by the keys that differ. Within a section the type's own hyper-parameters (e.g.
-sae.noise_std of normalized_sae) must agree too: a section takes one variant per SAE type.
-Within a section, a `Cell` is one condition at one alpha: its seeds."""
+type's own sae.* hyper-parameters, loss.normalization_method, coeff.*, the condition axes
+CONDITION_AXES and the sweep axes CELL_AXES), the seed and run bookkeeping (BOOKKEEPING).
+Runs with different settings go to different sections, titled by the keys that differ.
+Within a section the type's own other hyper-parameters (e.g. sae.noise_std of
+normalized_sae) must agree too: a section takes one variant per SAE type.
+
+A condition is (arm, normalization_method, coeff mode, beta exponent k). The arm is the SAE
+type plus "+<value>" for each condition axis off its default, e.g. "none+decoder_norm"
+(sae.l1_weighting=decoder_norm) or "none+expected_norm" (data.normalize_activations=
+expected_norm), so the baselines sit in one section beside the study's conditions.
+Within a section, a `Cell` is one condition at one point of its sweep: one alpha, and for
+types whose sparsity is set by sae.k (topk, ...) one k. A cell holds its seeds."""
 
 from __future__ import annotations
 
@@ -18,9 +25,11 @@ from nsae.report.stats import Stat, mean_ci
 
 AXES = ("sae.type", "loss.normalization_method", "seed")
 AXIS_PREFIXES = ("coeff.",)
+CONDITION_AXES = {"sae.l1_weighting": "none", "data.normalize_activations": "none"}  # default
+CELL_AXES = ("sae.k",)  # the sweep axis of types without a sparsity coefficient
 BOOKKEEPING = ("resume", "logger", "hydra", "data.cache_dir", "data.num_workers")
 
-Condition = tuple[str, str, str, float | None]  # sae_type, norm, coeff mode, beta exponent k
+Condition = tuple[str, str, str, float | None]  # arm, norm, coeff mode, beta exponent k
 
 
 def label(cond: Condition) -> str:
@@ -29,18 +38,42 @@ def label(cond: Condition) -> str:
 
 
 def order(cond: Condition) -> tuple:
-    axes = (SAE_TYPES, NORMS, COEFFS)
-    idx = tuple(a.index(v) if v in a else len(a) for a, v in zip(axes, cond[:3], strict=True))
-    return (*idx, cond[3] if cond[3] is not None else -1.0)
+    """The study's conditions in grid order, each arm's baselines ("+...") after its type."""
+    base, *tags = cond[0].split("+")
+    axes = zip((NORMS, COEFFS), cond[1:3], strict=True)
+    idx = [a.index(v) if v in a else len(a) for a, v in axes]
+    first = SAE_TYPES.index(base) if base in SAE_TYPES else len(SAE_TYPES)
+    return (first, base, tuple(tags), *idx, cond[3] if cond[3] is not None else -1.0)
+
+
+def condition(run: Run) -> Condition:
+    """The run's condition: its arm (the SAE type + each condition axis off its default),
+    normalization method, coeff mode and beta exponent."""
+    tags = [
+        str(run.config[key])
+        for key, default in CONDITION_AXES.items()
+        if run.config.get(key, default) not in (default, None)
+    ]
+    return ("+".join([run.sae_type, *tags]), run.norm, run.coeff, run.k)
+
+
+def sweep_point(run: Run) -> int | None:
+    """The run's value of the cell axis (sae.k), None for types without one."""
+    values = [run.config.get(key) for key in CELL_AXES if run.config.get(key) is not None]
+    return int(values[0]) if values else None
 
 
 def _typed(key: str) -> bool:
     return key.startswith("sae.") and key.split(".")[1] not in SAE_COMMON_KEYS
 
 
+def _axis(key: str) -> bool:
+    return key in CONDITION_AXES or key in CELL_AXES
+
+
 def _setting(run: Run) -> tuple[tuple[str, Any], ...]:
     def keep(k: str) -> bool:
-        if k in AXES or k.startswith(AXIS_PREFIXES) or _typed(k):
+        if k in AXES or k.startswith(AXIS_PREFIXES) or _typed(k) or _axis(k):
             return False
         return not any(k == b or k.startswith(b + ".") for b in BOOKKEEPING)
 
@@ -48,16 +81,18 @@ def _setting(run: Run) -> tuple[tuple[str, Any], ...]:
 
 
 def _variant(run: Run) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted((k, v) for k, v in run.config.items() if _typed(k)))
+    return tuple(sorted((k, v) for k, v in run.config.items() if _typed(k) and not _axis(k)))
 
 
 @dataclass
 class Cell:
-    """One condition at one alpha in one section: its seeds (runs of any status)."""
+    """One condition at one alpha (and one sae.k, where the type has it) in one section:
+    its seeds (runs of any status)."""
 
     condition: Condition
     alpha: float | None
     runs: list[Run] = field(default_factory=list)
+    sae_k: int | None = None  # the cell axis of topk-like types (CELL_AXES)
 
     @property
     def done(self) -> list[Run]:
@@ -94,22 +129,26 @@ class Section:
         return sorted({layer for r in self.runs for layer in r.layers()})
 
     def representative(self, cond: Condition) -> Cell | None:
-        """The condition's cell at its default alpha (scale 1), else its middle one."""
+        """The condition's cell at its default alpha (scale 1), else (and for a sweep over
+        sae.k) its middle one."""
         done = [c for c in self.cells.get(cond, []) if c.done]
         if not done:
             return None
-        default = [c for c in done if c.scale == 1.0]
+        default = [c for c in done if c.scale == 1.0 and c.sae_k is None]
         return default[0] if default else done[len(done) // 2]
 
 
 def _cells(runs: list[Run]) -> dict[Condition, list[Cell]]:
-    out: dict[Condition, dict[float | None, Cell]] = {}
+    out: dict[Condition, dict[tuple[float | None, int | None], Cell]] = {}
     for r in runs:
-        cells = out.setdefault(r.condition, {})
-        cells.setdefault(r.alpha, Cell(r.condition, r.alpha)).runs.append(r)
+        cond, point = condition(r), (r.alpha, sweep_point(r))
+        cells = out.setdefault(cond, {})
+        cells.setdefault(point, Cell(cond, r.alpha, sae_k=point[1])).runs.append(r)
     return {
-        cond: sorted(by_alpha.values(), key=lambda c: (c.alpha is None, c.alpha or 0.0))
-        for cond, by_alpha in sorted(out.items(), key=lambda kv: order(kv[0]))
+        cond: sorted(
+            by_point.values(), key=lambda c: (c.alpha is None, c.alpha or 0.0, c.sae_k or 0)
+        )
+        for cond, by_point in sorted(out.items(), key=lambda kv: order(kv[0]))
     }
 
 

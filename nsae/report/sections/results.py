@@ -37,6 +37,7 @@ def cell_record(cell: Cell) -> dict[str, Any]:
     return {
         "condition": {"sae_type": sae, "normalization_method": norm, "coeff": coeff, "k": k},
         "alpha": cell.alpha,
+        "sae_k": cell.sae_k,
         "scale": cell.scale,
         "status": status(cell) or "done",
         "seeds": sorted(r.seed for r in cell.done),
@@ -52,7 +53,8 @@ def build(section: Section, ctx: Ctx) -> list[Block]:
             records.append(cell_record(cell))
             note = status(cell)
             vals = [fmt_stat(cell.stat(m)) for m in HEADLINE] if cell.done else [""] * len(HEADLINE)
-            rows.append([label(cond), fmt(cell.alpha), f"{cell.scale:g}", note or "done", *vals])
+            point = fmt(cell.alpha) if cell.sae_k is None else f"k={cell.sae_k}"
+            rows.append([label(cond), point, f"{cell.scale:g}", note or "done", *vals])
     ctx.record["cells"] = records
     return [
         Heading("Results", 3),
@@ -62,5 +64,5 @@ def build(section: Section, ctx: Ctx) -> list[Block]:
             "construction (not trained): it shows the alpha cell's numbers, marked "
             "'= alpha (k = 0)'."
         ),
-        Table(["condition", "alpha", "scale", "status", *HEADLINE.values()], rows),
+        Table(["condition", "alpha / k", "scale", "status", *HEADLINE.values()], rows),
     ]

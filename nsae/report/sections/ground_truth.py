@@ -1,0 +1,246 @@
+"""Ground truth (synthetic sources only): claims that need the true features, each with a
+verdict computed from the data, its numbers and its figure. Rendered only for a section
+whose runs carry ground-truth metrics (metrics.json's `ground_truth_by_norm_decile`).
+
+Per run and layer, the norm bias of the SAE's sparsity is measured against the truth:
+`excess_l0_norm_slope` is the least-squares slope b of e_k = a + b log n_k over the norm
+deciles k that hold tokens, with e_k the decile's excess L0 (the SAE's L0 minus the true L0,
+`ground_truth_by_norm_decile`) and n_k its mean input norm (`by_norm_decile`): latents per
+e-fold of ||x||; 0 means the SAE adds no more spurious latents to high-norm tokens than to
+low-norm ones. It is added to the run's metrics (per layer and the mean over layers) so the
+matched-L0 helpers read it like any metric.
+
+Claims (at each pair's shared L0 targets per layer, values interpolated in log L0; an
+extrapolated comparison is inconclusive; a claim's verdict is claims.py's majority rule):
+- `excess_l0_norm`: the standard SAE (sae_type=none, plain loss) has a slope CI above 0, and
+  each Normalized SAE condition's slope does not rise: its CI is not wholly above 0, or the
+  CI of (Normalized - standard) is wholly below 0 (`rise_removed`).
+- `recovery`: MCC and F1 of the Normalized SAE minus the standard SAE's are at least on par:
+  supported if the difference's CI lies above -1% of the standard's value, contradicted if
+  it lies wholly below that (`at_least_on_par`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from nsae.report import plots, verdicts
+from nsae.report.document import Block, Heading, Table, Text
+from nsae.report.groups import Condition, Section, label
+from nsae.report.matched import curve
+from nsae.report.runs import Run
+from nsae.report.sections import Ctx
+from nsae.report.sections.claims import _json, _row, matched_diff, pairs, sae_pairs
+from nsae.report.stats import Stat, mean_ci
+
+SLOPE = "excess_l0_norm_slope"
+GT_KEY = "ground_truth_by_norm_decile"
+RECOVERY_METRICS = ("mcc", "f1")
+
+
+def slope(log_norm: list[float], excess: list[float]) -> float | None:
+    """The least-squares slope of `excess` against `log_norm`; None with < 2 distinct x."""
+    if len(log_norm) < 2 or max(log_norm) == min(log_norm):
+        return None
+    return float(np.polyfit(np.asarray(log_norm), np.asarray(excess), 1)[0])
+
+
+def run_slopes(run: Run) -> dict[str, float | None]:
+    """{"layer_<i>": excess_l0_norm_slope, "mean": the mean over layers (None if any is)}."""
+    assert run.summary is not None
+    gt, binned = run.summary.get(GT_KEY, {}), run.summary.get("by_norm_decile", {})
+    out: dict[str, float | None] = {}
+    for key, rows in gt.items():
+        norms = {r["bin"]: r.get("mean_norm") for r in binned.get(key, [])}
+        pts = [
+            (math.log(norms[r["bin"]]), r["excess_l0"])
+            for r in rows
+            if r.get("count") and r.get("excess_l0") is not None and (norms.get(r["bin"]) or 0) > 0
+        ]
+        out[key] = slope([p[0] for p in pts], [p[1] for p in pts])
+    vals = list(out.values())
+    out["mean"] = None if not vals or None in vals else float(np.mean(vals))  # type: ignore[arg-type]
+    return out
+
+
+def add_slopes(runs: list[Run]) -> None:
+    """Add `excess_l0_norm_slope` to the metrics of every run with ground-truth deciles."""
+    for r in runs:
+        if r.summary is not None and r.summary.get(GT_KEY) and SLOPE not in r.summary["metrics"]:
+            r.summary["metrics"][SLOPE] = run_slopes(r)
+
+
+def has_ground_truth(section: Section) -> bool:
+    return any(r.summary is not None and r.summary.get(GT_KEY) for r in section.runs)
+
+
+def rise_removed(standard: Stat | None, normalized: Stat | None, diff: Stat | None) -> str:
+    """One comparison of `excess_l0_norm`: supported if the standard SAE's slope CI is above
+    0 and the Normalized SAE's is not (its CI reaches 0 or below, or the CI of normalized -
+    standard is wholly below 0); contradicted if the standard's CI is wholly below 0, or the
+    Normalized SAE's is wholly above 0 without being below the standard's; else (or
+    without a CI) inconclusive."""
+    if normalized is None or normalized.half is None:
+        norm_part = verdicts.INCONCLUSIVE
+    elif normalized.lo <= 0 or verdicts.sign(diff, -1) == verdicts.SUPPORTED:  # type: ignore[operator]
+        norm_part = verdicts.SUPPORTED
+    else:
+        norm_part = verdicts.CONTRADICTED
+    return verdicts.combine([verdicts.sign(standard, +1), norm_part], strict=True)
+
+
+def at_least_on_par(d: Stat | None, reference: float) -> str:
+    """Normalized - standard at least on par: CI above -PAR_TOLERANCE * |reference|."""
+    return verdicts.within(d, -verdicts.PAR_TOLERANCE * abs(reference), math.inf)
+
+
+def standard_pairs(section: Section) -> list[tuple[Condition, Condition]]:
+    """(Normalized SAE with any loss, standard SAE with the plain loss), same coeff mode."""
+    return pairs(
+        section,
+        lambda c: c[0] == "normalized_sae",
+        lambda c: c[0] == "none" and c[1] == "none",
+        lambda c: (c[2],),
+    )
+
+
+def excess_rows(section: Section) -> list[dict]:
+    add_slopes(section.runs)
+    rows = []
+    for x, y in standard_pairs(section):
+        for layer in section.layers():
+            for r in matched_diff(section, x, y, SLOPE, layer, lambda d, _: "n/a"):
+                ok = not r["extrapolated"]
+                r["verdict"] = rise_removed(r["y"], r["x"], r["diff"]) if ok else r["verdict"]
+                rows.append(r)
+    return rows
+
+
+def recovery_rows(section: Section) -> list[dict]:
+    rows = []
+    for x, y in dict.fromkeys([*sae_pairs(section), *standard_pairs(section)]):
+        for metric in RECOVERY_METRICS:
+            for layer in section.layers():
+                for r in matched_diff(section, x, y, metric, layer, at_least_on_par):
+                    rows.append({**r, "pair": f"{r['pair']} [{metric}]"})
+    return rows
+
+
+CLAIMS = (
+    (
+        "excess_l0_norm",
+        "Against the truth, the standard SAE's excess L0 rises with the input norm and the "
+        "Normalized SAE's does not. Per layer and shared L0 target, excess_l0_norm_slope "
+        "(least-squares slope of the norm decile's excess L0 against its log mean norm): "
+        "supported if the standard SAE's (x = Normalized, y = standard) CI is above 0 and the "
+        "Normalized SAE's CI is not wholly above 0 or x - y is wholly below 0; contradicted if "
+        "the standard's CI is below 0, or the Normalized SAE's is above 0 and not below the "
+        "standard's.",
+        excess_rows,
+        ["gt_excess_l0_by_decile", "gt_excess_l0_norm_slope"],
+    ),
+    (
+        "recovery",
+        "At matched L0, the Normalized SAE recovers the true features at least as well as the "
+        "standard SAE (same loss, and the plain-loss standard SAE): per layer, MCC and F1 of "
+        f"x - y, supported if its CI lies above -{verdicts.PAR_TOLERANCE:.0%} of y, "
+        "contradicted if it lies wholly below that.",
+        recovery_rows,
+        ["gt_pareto_mcc", "gt_pareto_f1"],
+    ),
+)
+
+
+def _decile_series(runs: list[Run], layer: int) -> tuple[list, list, list]:
+    """(mean norm, excess L0 mean, CI half) per decile over a cell's seeds (its runs)."""
+    key = f"layer_{layer}"
+    by_bin: dict[int, tuple[list, list]] = {}
+    for r in runs:
+        gt = {row["bin"]: row for row in (r.summary or {}).get(GT_KEY, {}).get(key, [])}
+        for row in (r.summary or {}).get("by_norm_decile", {}).get(key, []):
+            e = gt.get(row["bin"], {}).get("excess_l0")
+            if row.get("count") and e is not None and row.get("mean_norm"):
+                by_bin.setdefault(row["bin"], ([], []))[0].append(row["mean_norm"])
+                by_bin[row["bin"]][1].append(e)
+    xs, ys, hs = [], [], []
+    for _, (norms, excess) in sorted(by_bin.items()):
+        s = mean_ci(excess)
+        xs.append(float(np.mean(norms)))
+        ys.append(s.mean if s else math.nan)
+        hs.append(s.half if s else None)
+    return xs, ys, hs
+
+
+def figures(section: Section, ctx: Ctx) -> None:
+    layers, cells = section.layers(), section.cells
+    reps = {label(c): section.representative(c) for c in section.cells}
+    decile = {
+        f"layer {layer}": {n: _decile_series(c.done, layer) for n, c in reps.items() if c}
+        for layer in layers
+    }
+    xlabel = "decile mean ||x|| (log)"
+    ctx.figure(
+        "gt_excess_l0_by_decile",
+        "",
+        lambda p: plots.panels(decile, xlabel, "excess L0", p, logx=True, hline=0),
+    )
+    for metric, name, hline in (
+        (SLOPE, "gt_excess_l0_norm_slope", 0.0),
+        ("mcc", "gt_pareto_mcc", None),
+        ("f1", "gt_pareto_f1", None),
+    ):
+        data = {
+            f"layer {layer}": {label(c): curve(cs, metric, layer) for c, cs in cells.items()}
+            for layer in layers
+        }
+        ctx.figure(
+            name,
+            "",
+            lambda p, m=metric, d=data, h=hline: plots.panels(d, "L0", m, p, logx=True, hline=h),
+        )
+
+
+def build(section: Section, ctx: Ctx) -> list[Block]:
+    """The "Ground truth" section: [] unless the section's runs carry ground-truth metrics."""
+    if not has_ground_truth(section):
+        return []
+    add_slopes(section.runs)
+    figures(section, ctx)
+    blocks: list[Block] = [
+        Heading("Ground truth", 3),
+        Text(
+            "Synthetic source: the true features are known. Numbers are mean ± 95% CI over "
+            "seeds (n) at matched L0; excess L0 = the SAE's L0 minus the true L0 per token. "
+            "Figures: excess L0 per norm decile at each condition's default alpha (scale 1), "
+            "and excess_l0_norm_slope, MCC and F1 against L0."
+        ),
+    ]
+    record: dict[str, Any] = {}
+    for key, statement, fn, figs in CLAIMS:
+        rows = fn(section)
+        verdict = verdicts.combine(r["verdict"] for r in rows)
+        record[key] = {"statement": statement, "verdict": verdict}
+        record[key]["comparisons"] = [_json(r) for r in rows]
+        counts = ", ".join(
+            f"{sum(r['verdict'] == v for r in rows)} {v}"
+            for v in (verdicts.SUPPORTED, verdicts.CONTRADICTED, verdicts.INCONCLUSIVE)
+        )
+        blocks += [
+            Heading(f"{key}: {verdict.upper()}", 4),
+            Text(
+                f"{statement} Claim verdict: supported if a majority of the comparisons are "
+                "supported and none is contradicted (contradicted likewise), else inconclusive. "
+                f"Comparisons: {counts}."
+                + ("" if rows else " No comparable conditions in this section.")
+            ),
+        ]
+        if rows:
+            header = ["comparison", "layer", "L0", "x", "y", "x - y", "verdict"]
+            blocks.append(Table(header, [_row(r) for r in rows]))
+        for fig in figs:
+            blocks += ctx.existing(fig, f"{key}: {fig}")
+    ctx.record["ground_truth"] = record
+    return blocks
