@@ -116,7 +116,7 @@ def test_the_experiments_two_commands_compose_every_arm_into_one_sweep_dir() -> 
     from nsae.config import check_group_choices
     from nsae.preflight import compose_jobs
 
-    topk_args = ["+baseline=topk", "coeff.scale=1", "sae.k=8,16,32,64,128"]
+    topk_args = ["+baseline=topk"]  # its own sweep axes: sae.k x seed, coeff.scale fixed
     check_group_choices(topk_args)
     _, jobs = compose_jobs(["-m", "experiment=nsae_baselines"])
     _, topk = compose_jobs(["-m", "experiment=nsae_baselines", *topk_args])
