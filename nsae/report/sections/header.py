@@ -32,6 +32,29 @@ def _values(runs: list[Run], key: str) -> list[Any]:
     return list(seen.values())
 
 
+def wall_times(runs: list[Run]) -> dict[str, float] | None:
+    """From the run directories' file times: the sweep's wall time (the first job's
+    config.yaml to the last job's metrics.json, both written by nsae) and the sum of the
+    trained jobs' own times (each job's config.yaml to its metrics.json)."""
+    spans = []
+    for r in runs:
+        start, end = r.path / "config.yaml", r.path / "metrics.json"
+        if r.status == "done" and start.is_file() and end.is_file():
+            spans.append((start.stat().st_mtime, end.stat().st_mtime))
+    if not spans:
+        return None
+    return {
+        "sweep_seconds": max(e for _, e in spans) - min(s for s, _ in spans),
+        "job_seconds_sum": sum(e - s for s, e in spans),
+        "jobs": len(spans),
+    }
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
 def build(
     runs: list[Run], sweep: Path, problems: list[tuple[str, str]]
 ) -> tuple[list[Block], dict]:
@@ -48,6 +71,17 @@ def build(
     seeds = sorted({r.seed for r in done})
     record["seeds"] = seeds
     rows.append(["seeds", ", ".join(map(str, seeds)) or "n/a"])
+    wall = wall_times(runs)
+    record["wall_time"] = wall
+    if wall:
+        rows.append(
+            [
+                "wall time",
+                f"{_duration(wall['sweep_seconds'])} for the sweep (first job's start to last "
+                f"job's end); {_duration(wall['job_seconds_sum'])} summed over its "
+                f"{wall['jobs']} trained jobs",
+            ]
+        )
     counts = {
         s: sum(r.status == s for r in runs)
         for s in ("done", "skipped", "failed", "unfinished", "corrupt")
