@@ -61,3 +61,17 @@ def test_readme_default_results_match_a_fresh_run() -> None:
         timeout=1800,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_readme_and_docs_link_only_to_files_in_the_repository() -> None:
+    """Every relative link in README.md and docs/*.md names a file or folder of the repo
+    (a clone has nothing else); anchors and web addresses aside."""
+    missing = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+            path = target.split("#", 1)[0]
+            if not path or re.match(r"[a-z]+:", path):
+                continue
+            if not (doc.parent / path).resolve().exists():
+                missing.append(f"{doc.name}: {target}")
+    assert not missing, missing
