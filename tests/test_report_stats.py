@@ -108,6 +108,12 @@ def test_slope_removed_and_combine() -> None:
     assert v.combine([C, C, I]) == C
     assert v.combine([S, S, C]) == I
     assert v.combine([]) == I
+    rows = [
+        {"verdict": S},
+        {"verdict": I, "extrapolated": True},
+        {"verdict": I, "extrapolated": True},
+    ]
+    assert v.counted(rows) == [S] and v.combine(v.counted(rows)) == S  # only in-range ones count
 
 
 def test_high_norm_rule() -> None:

@@ -56,6 +56,12 @@ def slope_removed(standard: Stat | None, normalised: list[Stat | None]) -> str:
     return combine(parts, strict=True)
 
 
+def counted(rows: Iterable[dict]) -> list[str]:
+    """The verdicts of the comparisons made within the data: a comparison at an L0 that a
+    curve (or one seed's) does not reach is listed in the report but not counted."""
+    return [r["verdict"] for r in rows if not r.get("extrapolated")]
+
+
 def combine(parts: Iterable[str], strict: bool = False) -> str:
     """Many comparisons into one verdict. strict: supported only if all are, contradicted
     if any is. Otherwise: contradicted if a majority is contradicted and none is supported,

@@ -253,7 +253,7 @@ def build(section: Section, ctx: Ctx) -> list[Block]:
     record = {}
     for key, statement, fn, figs in CLAIMS:
         rows = fn(section)
-        verdict = verdicts.combine(r["verdict"] for r in rows)
+        verdict = verdicts.combine(verdicts.counted(rows))
         record[key] = {
             "statement": statement,
             "verdict": verdict,
@@ -268,9 +268,11 @@ def build(section: Section, ctx: Ctx) -> list[Block]:
             Text(
                 f"{statement} Verdict rule: supported if a majority of the comparisons below are "
                 "supported and none is contradicted (contradicted likewise), else inconclusive; "
-                "a comparison without a CI (n = 1 seed) is inconclusive. Comparisons: "
+                "a comparison without a CI (n = 1 seed) is inconclusive, and one at an L0 that "
+                "a curve (or one seed's) does not reach is listed but not counted. Comparisons: "
                 + ", ".join(f"{n} {v}" for v, n in counts.items())
-                + "."
+                + f" (of which {len(rows) - len(verdicts.counted(rows))} extrapolated, not "
+                "counted)."
                 + ("" if rows else " No comparable conditions (or metric) in this section.")
             ),
         ]

@@ -221,7 +221,7 @@ def build(section: Section, ctx: Ctx) -> list[Block]:
     record: dict[str, Any] = {}
     for key, statement, fn, figs in CLAIMS:
         rows = fn(section)
-        verdict = verdicts.combine(r["verdict"] for r in rows)
+        verdict = verdicts.combine(verdicts.counted(rows))
         record[key] = {"statement": statement, "verdict": verdict}
         record[key]["comparisons"] = [_json(r) for r in rows]
         counts = ", ".join(
@@ -232,8 +232,10 @@ def build(section: Section, ctx: Ctx) -> list[Block]:
             Heading(f"{key}: {verdict.upper()}", 4),
             Text(
                 f"{statement} Claim verdict: supported if a majority of the comparisons are "
-                "supported and none is contradicted (contradicted likewise), else inconclusive. "
-                f"Comparisons: {counts}."
+                "supported and none is contradicted (contradicted likewise), else inconclusive; "
+                "extrapolated comparisons are listed but not counted. "
+                f"Comparisons: {counts} ({len(rows) - len(verdicts.counted(rows))} "
+                "extrapolated)."
                 + ("" if rows else " No comparable conditions in this section.")
             ),
         ]
