@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,16 @@ class WorkersInterrupted(Exception):
 class GracefulStop(Callback):
     """Turns the first SIGINT/SIGTERM into a checkpoint at the end of the current step."""
 
-    def __init__(self, run_dir: Path, multirun: bool = False) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        multirun: bool = False,
+        stop_requested: Callable[[], bool] | None = None,
+    ) -> None:
+        """stop_requested: polled at every step's end (a parallel sweep's stop file), so a
+        job whose signal came before training still stops at its first step."""
         self.run_dir, self.multirun = run_dir, multirun
+        self.stop_requested = stop_requested
         self.signum: int | None = None
         self.saved_step: int | None = None
         self._previous: dict[int, Any] = {}
@@ -49,6 +58,8 @@ class GracefulStop(Callback):
             signal.signal(signum, self._handle)
 
     def on_train_batch_end(self, trainer: Any, *_: Any) -> None:
+        if self.signum is None and self.stop_requested is not None and self.stop_requested():
+            self.signum = signal.SIGINT
         requested = self.signum is not None
         if trainer.world_size > 1:  # every rank stops at the same step
             flag = torch.tensor(float(requested), device=trainer.strategy.root_device)

@@ -20,6 +20,12 @@ def stop_marker(sweep_pid: int | str) -> Path:
     return Path(tempfile.gettempdir()) / f"nsae-sweep-{sweep_pid}.stop"
 
 
+def sweep_stop_requested() -> bool:
+    """In a worker of a parallel sweep: has the sweep's process been told to stop?"""
+    pid = os.environ.get("NSAE_SWEEP_PID")
+    return bool(pid) and stop_marker(pid).exists()
+
+
 def let_workers_stop(signum: int, _frame: Any) -> None:
     """The sweep's own process under hydra/launcher=parallel: Ctrl-C reaches every worker,
     and each running job saves its current step; this process waits for them. A second

@@ -43,6 +43,7 @@ from nsae.sweep import (
     let_workers_stop,
     outcomes_from_dirs,
     stop_marker,
+    sweep_stop_requested,
     sweep_summary,
 )
 
@@ -166,7 +167,7 @@ def _fit_and_evaluate(
         save_last=True,
         every_n_train_steps=cfg.trainer.val_check_interval,
     )
-    bar, stop = progress_bar(), GracefulStop(run_dir, multirun)
+    bar, stop = progress_bar(), GracefulStop(run_dir, multirun, sweep_stop_requested)
     trainer = instantiate(
         cfg.trainer,
         logger=loggers or False,
@@ -217,8 +218,12 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     in_worker = "joblib" in str(hc.launcher.get("_target_", ""))  # hydra/launcher=parallel
-    if in_worker and stop_marker(os.environ.get("NSAE_SWEEP_PID", "-")).exists():
-        raise WorkersInterrupted(f"{run_dir.name}: not started, the sweep was interrupted")
+    if in_worker:
+        # Ctrl-C must not break the worker between jobs (loky would fail the whole pool):
+        # a job stops on GracefulStop's handler while it trains, or on the sweep's stop file.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if sweep_stop_requested():
+            raise WorkersInterrupted(f"{run_dir.name}: not started, the sweep was interrupted")
     try:
         summary = run(cfg, run_dir, multirun=multirun, log_name=hc.job.name)
     except Interrupted as err:  # stops the whole command, sweep included
@@ -288,7 +293,13 @@ def cli() -> None:
         os.environ["HYDRA_FULL_ERROR"] = "1"
         os.environ["NSAE_SWEEP_PID"] = str(os.getpid())
     try:
-        main()
+        try:
+            main()
+        except Exception as err:
+            if workers and stop_marker(os.getpid()).exists():
+                # Ctrl-C hit a worker between jobs (loky: BrokenProcessPool): stopped all the same
+                raise WorkersInterrupted(str(err)) from None
+            raise
     except (KeyboardInterrupt, WorkersInterrupted):
         if workers:
             outcomes_from_dirs(checked.plans)  # type: ignore[union-attr]

@@ -235,8 +235,7 @@ def build(section: Section, ctx: Ctx) -> list[Block]:
                 "supported and none is contradicted (contradicted likewise), else inconclusive; "
                 "extrapolated comparisons are listed but not counted. "
                 f"Comparisons: {counts} ({len(rows) - len(verdicts.counted(rows))} "
-                "extrapolated)."
-                + ("" if rows else " No comparable conditions in this section.")
+                "extrapolated)." + ("" if rows else " No comparable conditions in this section.")
             ),
         ]
         if rows:
