@@ -247,11 +247,13 @@ def _json(r: dict) -> dict:
     return {**r, "x": conv(r["x"]), "y": y, "diff": conv(r["diff"])}
 
 
-def build(section: Section, ctx: Ctx) -> list[Block]:
-    figures(section, ctx)
-    blocks: list[Block] = [Heading("Claims", 3)]
+def claim_blocks(claims: list, section: Section, ctx: Ctx, record_key: str) -> list[Block]:
+    """Each claim of `claims` ((key, statement, rows function, figures)) as its heading with
+    the verdict, the rule and counts, the comparison table and figures; the records go to
+    ctx.record[record_key]. Shared by the Claims and Ground truth sections."""
+    blocks: list[Block] = []
     record = {}
-    for key, statement, fn, figs in CLAIMS:
+    for key, statement, fn, figs in claims:
         rows = fn(section)
         verdict = verdicts.combine(verdicts.counted(rows))
         record[key] = {
@@ -285,5 +287,10 @@ def build(section: Section, ctx: Ctx) -> list[Block]:
             )
         for fig in figs:
             blocks += ctx.existing(fig, f"{key}: {fig}")
-    ctx.record["claims"] = record
+    ctx.record[record_key] = record
     return blocks
+
+
+def build(section: Section, ctx: Ctx) -> list[Block]:
+    figures(section, ctx)
+    return [Heading("Claims", 3), *claim_blocks(CLAIMS, section, ctx, "claims")]

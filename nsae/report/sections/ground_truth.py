@@ -23,17 +23,16 @@ extrapolated comparison is inconclusive; a claim's verdict is claims.py's majori
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
 from nsae.report import plots, verdicts
-from nsae.report.document import Block, Heading, Table, Text
+from nsae.report.document import Block, Heading, Text
 from nsae.report.groups import Condition, Section, label
 from nsae.report.matched import curve
 from nsae.report.runs import Run
 from nsae.report.sections import Ctx
-from nsae.report.sections.claims import _json, _row, matched_diff, pairs, sae_pairs
+from nsae.report.sections.claims import claim_blocks, matched_diff, pairs, sae_pairs
 from nsae.report.stats import Stat, mean_ci
 
 SLOPE = "excess_l0_norm_slope"
@@ -218,30 +217,4 @@ def build(section: Section, ctx: Ctx) -> list[Block]:
             "and excess_l0_norm_slope, MCC and F1 against L0."
         ),
     ]
-    record: dict[str, Any] = {}
-    for key, statement, fn, figs in CLAIMS:
-        rows = fn(section)
-        verdict = verdicts.combine(verdicts.counted(rows))
-        record[key] = {"statement": statement, "verdict": verdict}
-        record[key]["comparisons"] = [_json(r) for r in rows]
-        counts = ", ".join(
-            f"{sum(r['verdict'] == v for r in rows)} {v}"
-            for v in (verdicts.SUPPORTED, verdicts.CONTRADICTED, verdicts.INCONCLUSIVE)
-        )
-        blocks += [
-            Heading(f"{key}: {verdict.upper()}", 4),
-            Text(
-                f"{statement} Claim verdict: supported if a majority of the comparisons are "
-                "supported and none is contradicted (contradicted likewise), else inconclusive; "
-                "extrapolated comparisons are listed but not counted. "
-                f"Comparisons: {counts} ({len(rows) - len(verdicts.counted(rows))} "
-                "extrapolated)." + ("" if rows else " No comparable conditions in this section.")
-            ),
-        ]
-        if rows:
-            header = ["comparison", "layer", "L0", "x", "y", "x - y", "verdict"]
-            blocks.append(Table(header, [_row(r) for r in rows]))
-        for fig in figs:
-            blocks += ctx.existing(fig, f"{key}: {fig}")
-    ctx.record["ground_truth"] = record
-    return blocks
+    return blocks + claim_blocks(CLAIMS, section, ctx, "ground_truth")
