@@ -1,8 +1,10 @@
 """Validation and final evaluation of the SAE bank (noise off): every evaluation metric,
 updated from held-out batches and computed (then reset) once per evaluation.
 
-An LM source's batch is held-out contexts [B, T]: harvested through the datamodule, and for
-the final evaluation each layer's reconstruction (and zeros) is spliced back into the model.
+An LM source's batch is indices of held-out contexts: the datamodule gives their tokens and
+activations (`eval_batch`: stored once per sweep, or harvested), and for the final evaluation
+each layer's reconstruction is spliced back into the model (the zero ablation's terms come
+from the datamodule too: `zero_terms`).
 A synthetic source's batch is an index into its fixed evaluation stream, which also carries
 the true features for the ground-truth metrics (no splice: no LM reads those activations).
 """
@@ -23,6 +25,7 @@ from nsae.metrics import (
     saebench_mask,
 )
 from nsae.metrics.ground_truth import GroundTruthMetrics
+from nsae.metrics.splice import clean_log_probs, token_terms
 
 
 class Evaluator(nn.Module):
@@ -73,12 +76,11 @@ class Evaluator(nn.Module):
         assert self.ground_truth is not None
         self.ground_truth.update(truth.x_NLD, x_hat_NLD, f_NLM, truth.f_NLF)
 
-    def _update_lm(self, dm: Any, ids_BT: Tensor, splice: bool) -> None:
-        x_NLD, keep_BT = dm.harvest(ids_BT)
+    def _update_lm(self, dm: Any, index_B: Tensor, splice: bool) -> None:
+        ids_BT, x_NLD, keep_BT = dm.eval_batch(index_B)
         x_hat_NLD, f_NLM = self.sae[0](x_NLD)
         b = self.metrics.update(x_NLD, x_hat_NLD, f_NLM)
         self.density.update(b)
-        ids_BT = ids_BT.to(x_NLD.device)
         tok = dm.tokenizer  # SAEBench counts no BOS, EOS or pad position
         mask_BT = saebench_mask(ids_BT, (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id))
         self.saebench.update(b, mask_BT[keep_BT])
@@ -86,7 +88,7 @@ class Evaluator(nn.Module):
         if not splice:
             return
         lm = dm.harvester
-        clean = lm.logits(ids_BT)
+        logp_clean = clean_log_probs(lm.logits(ids_BT))
         for j in range(x_NLD.shape[1]):
 
             def with_recon(a_BTD: Tensor, j: int = j) -> Tensor:
@@ -94,9 +96,9 @@ class Evaluator(nn.Module):
                 out[keep_BT] = x_hat_NLD[:, j].to(a_BTD.dtype)
                 return out
 
-            recon = lm.logits(ids_BT, j, with_recon)
-            zero = lm.logits(ids_BT, j, torch.zeros_like)
-            self.splice.update(j, ids_BT, clean, recon, zero, mask_BT=mask_BT)
+            recon = token_terms(logp_clean, lm.logits(ids_BT, j, with_recon), ids_BT)
+            zero = dm.zero_terms(index_B, j, logp_clean)
+            self.splice.update(j, ids_BT, logp_clean, recon, zero, mask_BT=mask_BT)
 
     def finish(self, layers: list[int]) -> tuple[dict[str, Tensor], Tensor]:
         """({metric: [L]}, density [L, M]) of this evaluation; every metric reset."""

@@ -76,6 +76,9 @@ def summarize(
         "activation_cache": None
         if dm.cache is None
         else {"key": dm.cache.key, "built_by_this_job": dm.cache_built},
+        "fixed_inputs": None
+        if dm.fixed is None
+        else {"key": dm.fixed.key, "built_by_this_job": dm.fixed.built},
         "metrics": per_layer_dict(module.eval_results, layers),
         "train_split_metrics": per_layer_dict(module.evaluate_tokens(dm.norm_sample), layers),
     }

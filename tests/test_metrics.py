@@ -154,7 +154,7 @@ def test_splice_metrics_by_hand() -> None:
     recon = torch.log(torch.tensor([[[0.4, 0.6], [0.6, 0.4], [0.5, 0.5]]]))
     zero = torch.log(torch.tensor([[[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]]]))
     m = SpliceMetrics(2)
-    m.update(1, ids, clean, recon, zero)
+    m.update_from_logits(1, ids, clean, recon, zero)
     out = {k: v[1].item() for k, v in m.compute().items()}
     ce_clean = -(np.log(0.8) + np.log(0.7)) / 2
     ce_recon = -(np.log(0.6) + np.log(0.6)) / 2

@@ -50,7 +50,9 @@ def evaluate(rank: int, world: int) -> dict[str, torch.Tensor]:
         binned.update(b, pos0[idx])
     ctx = torch.arange(rank, 8, world)
     for j in range(L):
-        splice.update(j, ids[ctx], *(logits[k, ctx] for k in range(3)), mask_BT=ids[ctx] != 0)
+        splice.update_from_logits(
+            j, ids[ctx], *(logits[k, ctx] for k in range(3)), mask_BT=ids[ctx] != 0
+        )
     out = metrics.compute() | splice.compute() | saebench.compute()
     out |= {f"binned/{k}": v for k, v in binned.compute().items()}
     out["dead_fraction"] = recent.dead_fraction(window_steps=2)

@@ -53,7 +53,9 @@ def test_splice_saebench_metrics_match_numpy() -> None:
     mask = saebench_mask(ids, [BOS, EOS, PAD])
     # two batches of one context each, into layer 2: the sums add up
     for b in range(2):
-        m.update(2, ids[b : b + 1], *(lg[b : b + 1] for lg in logits), mask_BT=mask[b : b + 1])
+        m.update_from_logits(
+            2, ids[b : b + 1], *(lg[b : b + 1] for lg in logits), mask_BT=mask[b : b + 1]
+        )
     got = {k: v[2].item() for k, v in m.compute().items()}
     ref = np_saebench(ids.numpy(), *(lg.numpy() for lg in logits))
     for name, value in ref.items():
@@ -68,7 +70,7 @@ def test_without_a_mask_saebench_ce_is_nsae_ce_and_kl_adds_the_last_position() -
     recon = torch.log(torch.tensor([[[0.4, 0.6], [0.6, 0.4], [0.9, 0.1]]]))
     zero = torch.log(torch.tensor([[[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]]]))
     m = SpliceMetrics(1)
-    m.update(0, ids, clean, recon, zero)
+    m.update_from_logits(0, ids, clean, recon, zero)
     out = {k: v.item() for k, v in m.compute().items()}
     assert out["ce_loss_score"] == pytest.approx(out["reconstruction_score"])
     assert out["ce_loss_with_sae"] == pytest.approx(out["ce_recon"])

@@ -47,7 +47,7 @@ def test_every_metric_keeps_its_layer_shape(n_layers: int, n_features: int) -> N
     splice = SpliceMetrics(n_layers)
     ids = torch.randint(0, V, (2, T))
     for j in range(n_layers):
-        splice.update(j, ids, *torch.randn(3, 2, T, V).unbind())
+        splice.update_from_logits(j, ids, *torch.randn(3, 2, T, V).unbind())
 
     per_layer = metrics.compute() | splice.compute() | saebench.compute()
     per_layer["dead_fraction"] = recent.dead_fraction(1)

@@ -74,13 +74,13 @@ def test_slope_is_the_least_squares_slope_and_skips_empty_deciles() -> None:
 
 
 def test_rise_removed_rule() -> None:
-    up, flat, less = Stat(2.0, 0.5, 3), Stat(0.1, 0.3, 3), Stat(-1.0, 0.2, 3)
-    assert gt.rise_removed(up, flat, None) == v.SUPPORTED  # normalized CI includes 0
-    assert gt.rise_removed(up, Stat(1.0, 0.2, 3), less) == v.SUPPORTED  # below the standard's
-    assert gt.rise_removed(up, Stat(3.0, 0.2, 3), Stat(1.0, 0.3, 3)) == v.CONTRADICTED
-    assert gt.rise_removed(Stat(-1.0, 0.5, 3), flat, None) == v.CONTRADICTED  # standard falls
-    assert gt.rise_removed(flat, flat, None) == v.INCONCLUSIVE  # no rise to remove
-    assert gt.rise_removed(up, Stat(0.1, None, 1), None) == v.INCONCLUSIVE  # one seed
+    up, flat = Stat(2.0, 0.5, 3), Stat(0.1, 0.3, 3)
+    assert gt.rise_removed(up, flat) == v.SUPPORTED  # normalized CI includes 0
+    assert gt.rise_removed(up, Stat(-0.5, 0.2, 3)) == v.SUPPORTED  # normalized falls
+    assert gt.rise_removed(up, Stat(1.0, 0.2, 3)) == v.CONTRADICTED  # less, but still rises
+    assert gt.rise_removed(Stat(-1.0, 0.5, 3), flat) == v.CONTRADICTED  # standard falls
+    assert gt.rise_removed(flat, flat) == v.INCONCLUSIVE  # no rise to remove
+    assert gt.rise_removed(up, Stat(0.1, None, 1)) == v.INCONCLUSIVE  # one seed
 
 
 def test_at_least_on_par_rule() -> None:
@@ -102,8 +102,13 @@ def test_claims_on_built_runs(tmp_path: Path) -> None:
     rec = gt.recovery_rows(sec)
     assert len(rec) == 2 * 2 * 3  # the pair once (sae_pairs and standard_pairs agree)
     assert all(r["diff"].mean == pytest.approx(0.1) and r["verdict"] == v.SUPPORTED for r in rec)
+    assert {r["verdict"] for r in gt.reduced_rows(sec)} == {v.SUPPORTED}
+    smaller = section([2.0, 2.1, 2.2], [1.0, 1.1, 1.2], [0.8, 0.81, 0.82])  # rises, less
+    assert {r["verdict"] for r in gt.excess_rows(smaller)} == {v.CONTRADICTED}
+    assert {r["verdict"] for r in gt.reduced_rows(smaller)} == {v.SUPPORTED}
     worse = section([2.0, 2.1, 2.2], [3.0, 3.1, 3.2], [0.5, 0.51, 0.52])
     assert {r["verdict"] for r in gt.excess_rows(worse)} == {v.CONTRADICTED}
+    assert {r["verdict"] for r in gt.reduced_rows(worse)} == {v.CONTRADICTED}
     assert {r["verdict"] for r in gt.recovery_rows(worse)} == {v.CONTRADICTED}
     ctx = Ctx(tmp_path, tmp_path, figures=False)
     text = "\n".join(getattr(b, "text", "") for b in gt.build(sec, ctx))
@@ -152,7 +157,7 @@ def test_the_synthetic_study_report_renders_the_ground_truth_claims(study: Path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = (study / "report.md").read_text()
     assert "### Ground truth" in md
-    for claim in ("excess_l0_norm", "recovery"):
+    for claim in ("excess_l0_norm", "excess_l0_norm_reduced", "recovery"):
         assert re.search(rf"^#### {claim}: (SUPPORTED|CONTRADICTED|INCONCLUSIVE)$", md, re.M)
     (record,) = json.loads((study / "report.json").read_text())["sections"]
     comparisons = record["ground_truth"]["recovery"]["comparisons"]

@@ -37,11 +37,13 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from nsae.console import progress
 from nsae.data.buffer import ShuffleBuffer
 from nsae.data.cache import ActivationCache, file_digest, source_fingerprint
+from nsae.data.fixed import FixedInputs
 from nsae.data.norms import add_input_scales, norm_statistics
 from nsae.data.source import Harvester, configured_source
 from nsae.data.synthetic import SyntheticSource
 from nsae.data.text import PACKING_RULE, load_rows, packed_contexts
 from nsae.errors import NsaeError
+from nsae.metrics.splice import clean_log_probs, token_terms
 
 
 class ContextStream(IterableDataset):
@@ -134,6 +136,10 @@ class ActivationDataModule(L.LightningDataModule):
         self.batches_consumed = 0  # from a checkpoint; used when no trainer is attached
         self.buffer: ShuffleBuffer | None = None
         self.synthetic: SyntheticSource | None = None  # source.kind=synthetic
+        self.fixed: FixedInputs | None = None  # the stored fixed inputs' entry, if reused
+        self.stored: dict[str, Tensor] | None = None  # ... and its tensors (on the CPU)
+        self.all_eval_ids = torch.empty(0, 0, dtype=torch.long)  # every rank's contexts
+        self.eval_index = torch.empty(0, dtype=torch.long)  # this rank's, into all_eval_ids
 
     # -- set-up ----------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -150,8 +156,27 @@ class ActivationDataModule(L.LightningDataModule):
         self.harvester = Harvester(
             model.to(self.device), self.layers, self.source.hook_site, self.source.get("autocast")
         )
-        d, T = self.data, self.data.context_size
-        norm_ids = self._take_contexts(d.train_split, -(-d.n_norm_tokens // T), "n_norm_tokens")
+        if self.data.get("reuse_fixed_inputs", True):
+            self.fixed = FixedInputs(self.data.cache_dir, self._fixed_fields())
+            self.stored = self.fixed.load_or_build(self._build_fixed)
+            self.norm_sample = self.stored["norm_sample"].to(self.device)
+            self.norm_positions = self.stored["norm_positions"].to(self.device)
+            all_eval_ids = self.stored["eval_ids"]
+        else:
+            self.norm_sample, self.norm_positions = self._harvest_norm_sample()
+            all_eval_ids = self._eval_contexts()
+        self._set_norm_stats()
+        self.all_eval_ids = all_eval_ids
+        self.eval_index = torch.arange(len(all_eval_ids))[self.rank :: self.world]
+        self.eval_ids = all_eval_ids[self.eval_index]
+        self.cache = self._ensure_cache() if self.data.get("cache", False) else None
+
+    def _harvest_norm_sample(self) -> tuple[Tensor, Tensor]:
+        """The train split's first n_norm_tokens activations [N, L, D] and positions [N]."""
+        d = self.data
+        norm_ids = self._take_contexts(
+            d.train_split, -(-d.n_norm_tokens // d.context_size), "n_norm_tokens"
+        )
         acts, positions = [], []
         with progress(norm_ids.numel(), "norm sample", "tokens") as bar:
             for ids_BT in norm_ids.split(d.harvest_batch):
@@ -159,12 +184,70 @@ class ActivationDataModule(L.LightningDataModule):
                 acts.append(x_NLD)
                 positions.append(self.eval_positions(keep_BT))
                 bar.update(ids_BT.numel())
-        self.norm_sample = torch.cat(acts)[: d.n_norm_tokens]
-        self.norm_positions = torch.cat(positions)[: d.n_norm_tokens]
-        self._set_norm_stats()
-        eval_ids = self._take_contexts(d.eval_split, -(-d.n_eval_tokens // T), "n_eval_tokens")
-        self.eval_ids = eval_ids[self.rank :: self.world]
-        self.cache = self._ensure_cache() if d.get("cache", False) else None
+        return torch.cat(acts)[: d.n_norm_tokens], torch.cat(positions)[: d.n_norm_tokens]
+
+    def _eval_contexts(self) -> Tensor:
+        d = self.data
+        return self._take_contexts(
+            d.eval_split, -(-d.n_eval_tokens // d.context_size), "n_eval_tokens"
+        )
+
+    def _build_fixed(self) -> dict[str, Tensor]:
+        """Everything `nsae.data.fixed` stores: the norm sample, the evaluation contexts,
+        their activations, and each layer's zero-ablation terms for the splice metrics."""
+        assert self.harvester is not None
+        norm_sample, norm_positions = self._harvest_norm_sample()
+        eval_ids = self._eval_contexts()
+        acts, keeps, kl, ce = [], [], [], []
+        with progress(eval_ids.numel(), "evaluation set", "tokens") as bar:
+            for ids_BT in eval_ids.split(self.data.harvest_batch):
+                ids_BT = ids_BT.to(self.device)
+                acts.append(self.harvester(ids_BT).float().cpu())
+                keeps.append(self.keep_mask(ids_BT).cpu())
+                logp_clean = clean_log_probs(self.harvester.logits(ids_BT))
+                terms = [
+                    token_terms(
+                        logp_clean, self.harvester.logits(ids_BT, j, torch.zeros_like), ids_BT
+                    )
+                    for j in range(len(self.layers))
+                ]
+                kl.append(torch.stack([t[0] for t in terms]).cpu())
+                ce.append(torch.stack([t[1] for t in terms]).cpu())
+                bar.update(ids_BT.numel())
+        return {
+            "norm_sample": norm_sample,
+            "norm_positions": norm_positions,
+            "eval_ids": eval_ids,
+            "eval_acts": torch.cat(acts),
+            "eval_keep": torch.cat(keeps),
+            "zero_kl_LCT": torch.cat(kl, dim=1),
+            "zero_ce_LCT": torch.cat(ce, dim=1),
+        }
+
+    def eval_batch(self, index_B: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """An evaluation batch from indices into the evaluation contexts: (ids [B, T],
+        activations [N, L, D] of its kept positions, kept-position mask [B, T]), read from
+        the fixed inputs when they are stored, else harvested."""
+        index_B = index_B.cpu()
+        ids_BT = self.all_eval_ids[index_B].to(self.device)
+        if self.stored is None:
+            x_NLD, keep_BT = self.harvest(ids_BT)
+            return ids_BT, x_NLD, keep_BT
+        keep_BT = self.stored["eval_keep"][index_B].to(self.device)
+        acts_BTLD = self.stored["eval_acts"][index_B].to(self.device)
+        return ids_BT, acts_BTLD[keep_BT], keep_BT
+
+    def zero_terms(self, index_B: Tensor, j: int, logp_clean_BTV: Tensor) -> tuple[Tensor, Tensor]:
+        """Layer j's zero-ablation (kl [B, T], ce [B, T - 1]) of an evaluation batch: stored,
+        or from a forward with that layer zeroed."""
+        if self.stored is not None:
+            index_B = index_B.cpu()
+            return self.stored["zero_kl_LCT"][j, index_B], self.stored["zero_ce_LCT"][j, index_B]
+        assert self.harvester is not None
+        ids_BT = self.all_eval_ids[index_B.cpu()].to(self.device)
+        return token_terms(
+            logp_clean_BTV, self.harvester.logits(ids_BT, j, torch.zeros_like), ids_BT
+        )
 
     def _setup_synthetic(self) -> None:
         """Synthetic layers: the norm sample from the "norm" stream, the evaluation set as
@@ -204,22 +287,41 @@ class ActivationDataModule(L.LightningDataModule):
                 "split, or data.allow_eval_overlap=true"
             )
 
-    def _ensure_cache(self) -> ActivationCache:
-        """Build (once per key, across jobs) or reuse the train split's activation cache."""
+    def _stream_fields(self) -> dict[str, Any]:
+        """What fixes the activations of a context: the source, where it is read, and how
+        text becomes contexts (shared by the cache's and the fixed inputs' keys)."""
         d, src = self.data, self.source
-        fields = {
+        return {
             "model": src.name,
             "model_files": source_fingerprint(src, d.cache_dir),
             "source_dtype": src.get("dtype", "float32"),
             "source_autocast": src.get("autocast"),
             "hook_site": src.hook_site,
             "layers": list(self.layers),
-            "data": data_fingerprint(d, d.train_split, d.cache_dir),
-            "n_tokens": d.cache_tokens,
             "context_size": d.context_size,
             "packing": PACKING_RULE,
             "selection": SELECTION_RULE,
             "exclude_special_tokens": d.get("exclude_special_tokens", False),
+        }
+
+    def _fixed_fields(self) -> dict[str, Any]:
+        d = self.data
+        return {
+            **self._stream_fields(),
+            "train_data": data_fingerprint(d, d.train_split, d.cache_dir),
+            "eval_data": data_fingerprint(d, d.eval_split, d.cache_dir),
+            "n_norm_tokens": d.n_norm_tokens,
+            "n_eval_tokens": d.n_eval_tokens,
+            "harvest_batch": d.harvest_batch,  # the LM's batch can change its float results
+        }
+
+    def _ensure_cache(self) -> ActivationCache:
+        """Build (once per key, across jobs) or reuse the train split's activation cache."""
+        d = self.data
+        fields = {
+            **self._stream_fields(),
+            "data": data_fingerprint(d, d.train_split, d.cache_dir),
+            "n_tokens": d.cache_tokens,
         }
         cache = ActivationCache(d.cache_dir, fields, d.get("cache_dtype", "float16"))
 
@@ -239,11 +341,15 @@ class ActivationDataModule(L.LightningDataModule):
         assert self.harvester is not None
         ids_BT = contexts_BT.to(self.device, non_blocking=True)
         acts_BTLD = self.harvester(ids_BT)
-        keep_BT = torch.ones_like(ids_BT, dtype=torch.bool)
-        if self.data.get("exclude_special_tokens", False):
-            special = torch.tensor(self.tokenizer.all_special_ids, device=ids_BT.device)
-            keep_BT = ~torch.isin(ids_BT, special)
+        keep_BT = self.keep_mask(ids_BT)
         return acts_BTLD[keep_BT].float(), keep_BT
+
+    def keep_mask(self, ids_BT: Tensor) -> Tensor:
+        """[B, T]: the positions harvested (all, unless special tokens are excluded)."""
+        if not self.data.get("exclude_special_tokens", False):
+            return torch.ones_like(ids_BT, dtype=torch.bool)
+        special = torch.tensor(self.tokenizer.all_special_ids, device=ids_BT.device)
+        return ~torch.isin(ids_BT, special)
 
     @staticmethod
     def eval_positions(keep_BT: Tensor) -> Tensor:
@@ -344,11 +450,12 @@ class ActivationDataModule(L.LightningDataModule):
         self.norm_stats = state["norm_stats"]
 
     def val_dataloader(self) -> DataLoader:
-        """Batches of this rank's evaluation contexts, [B, T] (synthetic: batch indices)."""
+        """Batches of this rank's evaluation contexts as indices [B] into `all_eval_ids`
+        (see `eval_batch`; synthetic: batch indices)."""
         if self.synthetic is not None:
             batches = self.eval_ids.tolist()
         else:
-            batches = list(self.eval_ids.split(self.data.harvest_batch))
+            batches = list(self.eval_index.split(self.data.harvest_batch))
         return DataLoader(batches, batch_size=None, generator=own_generator())
 
     test_dataloader = val_dataloader

@@ -44,7 +44,7 @@ class SpliceMetrics(ShapedMetric):
         for name in self.NAMES + self.SAEBENCH_NAMES:
             self.add_sum_state(name, (n_layers,))
 
-    def update(
+    def update_from_logits(
         self,
         layer_index: int,
         ids_BT: Tensor,
@@ -55,23 +55,37 @@ class SpliceMetrics(ShapedMetric):
     ) -> None:
         """`mask_BT` (bool [B, T]): the positions the SAEBench metrics count; None counts
         every position. nsae's own metrics always count every predicted position."""
-        logp = {  # log-probabilities in float32, [B, T, V]
-            k: torch.log_softmax(v.float(), dim=-1)
-            for k, v in (
-                ("clean", logits_clean_BTV),
-                ("recon", logits_recon_BTV),
-                ("zero", logits_zero_BTV),
-            )
+        logp_clean = clean_log_probs(logits_clean_BTV)
+        recon, zero = (
+            token_terms(logp_clean, x, ids_BT) for x in (logits_recon_BTV, logits_zero_BTV)
+        )
+        self.update(layer_index, ids_BT, logp_clean, recon, zero, mask_BT)
+
+    def update(
+        self,
+        layer_index: int,
+        ids_BT: Tensor,
+        logp_clean_BTV: Tensor,
+        recon: tuple[Tensor, Tensor],
+        zero: tuple[Tensor, Tensor],
+        mask_BT: Tensor | None = None,
+    ) -> None:
+        """One layer's batch, from `clean_log_probs` of the clean logits and the (kl [B, T],
+        ce [B, T - 1]) `token_terms` of the reconstruction and the zero ablation (these
+        depend on no SAE, so a sweep computes them once: `nsae.data.fixed`)."""
+        targets = ids_BT[:, 1:].to(logp_clean_BTV.device)
+        ce_BT = {
+            "clean": -logp_clean_BTV[:, :-1].gather(-1, targets[..., None]).squeeze(-1),
+            "recon": recon[1].to(logp_clean_BTV.device),
+            "zero": zero[1].to(logp_clean_BTV.device),
         }
-        p_clean = logp["clean"].exp()
-        kl_BT = {k: (p_clean * (logp["clean"] - logp[k])).sum(-1) for k in ("recon", "zero")}
-        targets = ids_BT[:, 1:].to(logp["clean"].device)
-        ce_BT = {  # next-token CE at the predicting positions, [B, T - 1]
-            k: -v[:, :-1].gather(-1, targets[..., None]).squeeze(-1) for k, v in logp.items()
+        kl_BT = {
+            "recon": recon[0].to(logp_clean_BTV.device),
+            "zero": zero[0].to(logp_clean_BTV.device),
         }
         if mask_BT is None:
             mask_BT = torch.ones_like(ids_BT, dtype=torch.bool)
-        m_BT = mask_BT.to(p_clean.device).double()
+        m_BT = mask_BT.to(logp_clean_BTV.device).double()
         m_ce = m_BT[:, :-1]
         # per-token values in float32, summed over tokens in float64
         sums = {f"ce_{k}": v.double().sum() for k, v in ce_BT.items()}
@@ -106,3 +120,20 @@ class SpliceMetrics(ShapedMetric):
             "ce_loss_with_ablation": sb_ce["zero"],
             "ce_loss_without_sae": sb_ce["clean"],
         }
+
+
+def clean_log_probs(logits_clean_BTV: Tensor) -> Tensor:
+    """The clean model's log-probabilities in float32, [B, T, V]."""
+    return torch.log_softmax(logits_clean_BTV.float(), dim=-1)
+
+
+def token_terms(
+    logp_clean_BTV: Tensor, logits_BTV: Tensor, ids_BT: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Per token, for logits with one layer changed: (KL(P_clean || P) [B, T], next-token
+    cross-entropy [B, T - 1] at the predicting positions), float32."""
+    logp_BTV = torch.log_softmax(logits_BTV.float(), dim=-1)
+    kl_BT = (logp_clean_BTV.exp() * (logp_clean_BTV - logp_BTV)).sum(-1)
+    targets = ids_BT[:, 1:].to(logp_BTV.device)
+    ce_BT = -logp_BTV[:, :-1].gather(-1, targets[..., None]).squeeze(-1)
+    return kl_BT, ce_BT
