@@ -152,6 +152,12 @@ def test_a_random_decoder_scores_like_random_vectors() -> None:
     ]
     assert values["mcc"].item() == pytest.approx(float(np.mean(reference)), abs=0.03)
     assert values["mcc"].item() < 0.5
+    # mcc_random: the seed-0 Gaussian directions' mcc, the same on every evaluation
+    torch.manual_seed(123)
+    random_MD = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
+    expected = mcc_and_uniqueness(abs_cosine(random_MD, src.dict_LFD[0]))[0]
+    assert values["mcc_random"].item() == pytest.approx(expected, abs=1e-12)
+    assert values["mcc_random"].item() == pytest.approx(float(np.mean(reference)), abs=0.03)
 
 
 def test_decile_metrics_match_a_hand_computation() -> None:

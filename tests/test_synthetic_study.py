@@ -38,7 +38,12 @@ def built_run(
     summary = {
         "layers": [0, 1],
         "condition": {"alpha": scale},
-        "metrics": {"l0": per_layer(10.0 * scale), "mcc": per_layer(mcc), "f1": per_layer(mcc)},
+        "metrics": {
+            "l0": per_layer(10.0 * scale),
+            "mcc": per_layer(mcc),
+            "f1": per_layer(mcc),
+            "mcc_random": per_layer(0.3),
+        },
         "by_norm_decile": {k: deciles for k in layers},
         "ground_truth_by_norm_decile": {k: excess for k in layers},
     }
@@ -113,6 +118,7 @@ def test_claims_on_built_runs(tmp_path: Path) -> None:
     ctx = Ctx(tmp_path, tmp_path, figures=False)
     text = "\n".join(getattr(b, "text", "") for b in gt.build(sec, ctx))
     assert "excess_l0_norm: SUPPORTED" in text and "recovery: SUPPORTED" in text
+    assert "random decoder directions score MCC layer_0 0.300, layer_1 0.300" in text
     assert ctx.record["ground_truth"]["recovery"]["verdict"] == v.SUPPORTED
 
 

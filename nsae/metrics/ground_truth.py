@@ -6,6 +6,8 @@ cos_ij = |<d_i, v_j>| / (||d_i|| ||v_j||) (norms clamped at 1e-8):
 - `mcc`: the mean of cos_ij over the one-to-one matching of latents and true features that
   maximises its sum (Hungarian; min(M, F) pairs).
 - `uniqueness`: #{distinct argmax_j cos_ij over latents i} / M.
+- `mcc_random` (nsae): the `mcc` of M Gaussian random directions (seed 0) against the same
+  true dictionary: what a decoder that learned nothing scores (computed once per metric).
 - Each latent i is a detector of its best match j(i) = argmax_j cos_ij, and over tokens
   TP_i = #{f_i != 0, g_j(i) > 0}, FP_i = #{f_i != 0, g_j(i) = 0}, FN_i = #{f_i = 0, g_j(i) > 0}:
   `precision` = mean_i TP_i / (TP_i + FP_i), `recall` = mean_i TP_i / (TP_i + FN_i),
@@ -36,7 +38,7 @@ from nsae.metrics.binned import N_DECILES
 from nsae.metrics.summary import finite_or_none
 
 TOKEN_METRICS = ("precision", "recall", "f1", "shrinkage", "true_l0", "excess_l0")
-DECODER_METRICS = ("mcc", "uniqueness")
+DECODER_METRICS = ("mcc", "uniqueness", "mcc_random")
 NAMES = (*DECODER_METRICS, *TOKEN_METRICS)
 _COUNTS = ("n", "true_l0", "sae_l0", "shrink", "shrink_n")  # per [L, K]
 _LATENT_COUNTS = ("tp", "fp", "fn")  # per [L, K, M]
@@ -93,7 +95,7 @@ class GroundTruthMetrics(ShapedMetric):
             self.add_sum_state(name, (L, K, n_features))
         self.register_buffer("best_LM", torch.full((L, n_features), -1), persistent=False)
         self.register_buffer(
-            "decoder_L2", torch.full((L, 2), float("nan"), dtype=torch.float64), persistent=False
+            "decoder_L3", torch.full((L, 3), float("nan"), dtype=torch.float64), persistent=False
         )
 
     @torch.no_grad()
@@ -102,7 +104,12 @@ class GroundTruthMetrics(ShapedMetric):
         for j in range(W_dec_LMD.shape[0]):
             cos_MF = abs_cosine(W_dec_LMD[j].float(), self.true_dict_LFD[j].to(W_dec_LMD.device))
             self.best_LM[j] = cos_MF.argmax(1).to(self.best_LM.device)
-            self.decoder_L2[j] = torch.tensor(mcc_and_uniqueness(cos_MF))
+            self.decoder_L3[j, :2] = torch.tensor(mcc_and_uniqueness(cos_MF))
+            if self.decoder_L3[j, 2].isnan():  # the random baseline, once
+                gen = torch.Generator().manual_seed(0)
+                random_MD = torch.randn(W_dec_LMD.shape[1:], generator=gen)
+                truth_FD = self.true_dict_LFD[j].float().cpu()
+                self.decoder_L3[j, 2] = mcc_and_uniqueness(abs_cosine(random_MD, truth_FD))[0]
 
     def _bins(self, x_NLD: Tensor) -> Tensor:
         """[N, L] the norm decile of each token (0 everywhere without edges)."""
@@ -164,8 +171,8 @@ class GroundTruthMetrics(ShapedMetric):
 
     def compute(self) -> dict[str, Tensor]:
         """{name: [L]} for every name in NAMES."""
-        mcc_L, uniqueness_L = self.decoder_L2.double().unbind(-1)
-        return {"mcc": mcc_L, "uniqueness": uniqueness_L} | self._token_metrics(self._counts(False))
+        decoder = dict(zip(DECODER_METRICS, self.decoder_L3.double().unbind(-1), strict=True))
+        return decoder | self._token_metrics(self._counts(False))
 
     def compute_by_decile(self) -> dict[str, Tensor]:
         """{name: [L, 10]} for the token metrics, and "count" [L, 10] (synced under DDP)."""

@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 COLORS = plt.get_cmap("tab20").colors
 Series = (
@@ -86,6 +87,7 @@ def panels(
         ax.set_ylabel(ylabel)
         if logx:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap within a decade
         if logy:
             ax.set_yscale("log")
     if names:

@@ -74,6 +74,26 @@ def add_slopes(runs: list[Run]) -> None:
             r.summary["metrics"][SLOPE] = run_slopes(r)
 
 
+def random_baseline(runs: list[Run]) -> str:
+    """A sentence with the MCC that random directions score (metrics.json's `mcc_random`,
+    per layer; the same for every run of a source and dictionary size), or ''."""
+    values: dict[str, set[float]] = {}
+    for r in runs:
+        per_layer = ((r.summary or {}).get("metrics") or {}).get("mcc_random") or {}
+        for layer, v in per_layer.items():
+            if layer != "mean" and v is not None:
+                values.setdefault(layer, set()).add(round(float(v), 3))
+    if not values:
+        return ""
+    parts = ", ".join(
+        f"{k} {'/'.join(f'{v:.3f}' for v in sorted(s))}" for k, s in sorted(values.items())
+    )
+    return (
+        f" For scale: random decoder directions score MCC {parts} against these true "
+        "features (mcc_random); a learned decoder is judged by how far above that it is."
+    )
+
+
 def has_ground_truth(section: Section) -> bool:
     return any(r.summary is not None and r.summary.get(GT_KEY) for r in section.runs)
 
@@ -233,7 +253,7 @@ def build(section: Section, ctx: Ctx) -> list[Block]:
             "Synthetic source: the true features are known. Numbers are mean ± 95% CI over "
             "seeds (n) at matched L0; excess L0 = the SAE's L0 minus the true L0 per token. "
             "Figures: excess L0 per norm decile at each condition's default alpha (scale 1), "
-            "and excess_l0_norm_slope, MCC and F1 against L0."
+            "and excess_l0_norm_slope, MCC and F1 against L0." + random_baseline(section.runs)
         ),
     ]
     return blocks + claim_blocks(CLAIMS, section, ctx, "ground_truth")
