@@ -14,7 +14,13 @@ from nsae.data.synthetic import SyntheticBatch, SyntheticSource
 from nsae.errors import NsaeError
 from nsae.loss import SAELoss
 from nsae.metrics.binned import decile_edges
-from nsae.metrics.ground_truth import NAMES, GroundTruthMetrics, abs_cosine, mcc_and_uniqueness
+from nsae.metrics.ground_truth import (
+    NAMES,
+    GroundTruthMetrics,
+    abs_cosine,
+    mcc_and_uniqueness,
+    random_directions,
+)
 from nsae.saes import SAE, build_sae
 from tests.test_synthetic import one_thread, source, tiny_cfg  # noqa: F401 (a fixture)
 
@@ -152,10 +158,9 @@ def test_a_random_decoder_scores_like_random_vectors() -> None:
     ]
     assert values["mcc"].item() == pytest.approx(float(np.mean(reference)), abs=0.03)
     assert values["mcc"].item() < 0.5
-    # mcc_random: the seed-0 Gaussian directions' mcc, the same on every evaluation
-    torch.manual_seed(123)
-    random_MD = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
-    expected = mcc_and_uniqueness(abs_cosine(random_MD, src.dict_LFD[0]))[0]
+    # mcc_random: fixed Gaussian directions' mcc, like other random directions' (and not 1:
+    # sae_lens draws its truth with randn under the model's seed, so seed-0 randn would be it)
+    expected = mcc_and_uniqueness(abs_cosine(random_directions(64, 32), src.dict_LFD[0]))[0]
     assert values["mcc_random"].item() == pytest.approx(expected, abs=1e-12)
     assert values["mcc_random"].item() == pytest.approx(float(np.mean(reference)), abs=0.03)
 
@@ -228,3 +233,11 @@ def test_a_standard_sae_trained_on_an_easy_model_recovers_the_features() -> None
     assert set(values) == set(NAMES)
     assert values["mcc"].item() >= 0.9
     assert values["recall"].item() > 0.8
+
+
+def test_random_directions_are_not_a_seed_0_truth() -> None:
+    """sae_lens draws a model's true dictionary with torch.randn under its seed; the random
+    baseline must not reproduce the usual seed-0 dictionary (it once scored mcc 1.0)."""
+    truth_FD = torch.randn(256, 64, generator=torch.Generator().manual_seed(0))
+    mcc, _ = mcc_and_uniqueness(abs_cosine(random_directions(256, 64), truth_FD))
+    assert mcc < 0.5

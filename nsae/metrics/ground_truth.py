@@ -6,8 +6,9 @@ cos_ij = |<d_i, v_j>| / (||d_i|| ||v_j||) (norms clamped at 1e-8):
 - `mcc`: the mean of cos_ij over the one-to-one matching of latents and true features that
   maximises its sum (Hungarian; min(M, F) pairs).
 - `uniqueness`: #{distinct argmax_j cos_ij over latents i} / M.
-- `mcc_random` (nsae): the `mcc` of M Gaussian random directions (seed 0) against the same
-  true dictionary: what a decoder that learned nothing scores (computed once per metric).
+- `mcc_random` (nsae): the `mcc` of M Gaussian random directions (`random_directions`)
+  against the same true dictionary: what a decoder that learned nothing scores (computed
+  once per metric).
 - Each latent i is a detector of its best match j(i) = argmax_j cos_ij, and over tokens
   TP_i = #{f_i != 0, g_j(i) > 0}, FP_i = #{f_i != 0, g_j(i) = 0}, FN_i = #{f_i = 0, g_j(i) > 0}:
   `precision` = mean_i TP_i / (TP_i + FP_i), `recall` = mean_i TP_i / (TP_i + FN_i),
@@ -43,6 +44,16 @@ NAMES = (*DECODER_METRICS, *TOKEN_METRICS)
 _COUNTS = ("n", "true_l0", "sae_l0", "shrink", "shrink_n")  # per [L, K]
 _LATENT_COUNTS = ("tp", "fp", "fn")  # per [L, K, M]
 MIN_INPUT_NORM = 1e-6
+
+
+RANDOM_SEED = 0x5EEDBA5E  # not a small seed: sae_lens draws its true dictionary with torch.randn
+# under the model's seed, so randn(M, D) under seed 0 reproduces a seed-0 truth exactly
+
+
+def random_directions(m: int, d: int) -> Tensor:
+    """m Gaussian random directions in R^d, [m, d], the same on every call."""
+    gen = torch.Generator().manual_seed(RANDOM_SEED)
+    return torch.randn(d, m, generator=gen).T.contiguous()
 
 
 def abs_cosine(a_MD: Tensor, b_FD: Tensor) -> Tensor:
@@ -106,8 +117,7 @@ class GroundTruthMetrics(ShapedMetric):
             self.best_LM[j] = cos_MF.argmax(1).to(self.best_LM.device)
             self.decoder_L3[j, :2] = torch.tensor(mcc_and_uniqueness(cos_MF))
             if self.decoder_L3[j, 2].isnan():  # the random baseline, once
-                gen = torch.Generator().manual_seed(0)
-                random_MD = torch.randn(W_dec_LMD.shape[1:], generator=gen)
+                random_MD = random_directions(*W_dec_LMD.shape[1:])
                 truth_FD = self.true_dict_LFD[j].float().cpu()
                 self.decoder_L3[j, 2] = mcc_and_uniqueness(abs_cosine(random_MD, truth_FD))[0]
 
