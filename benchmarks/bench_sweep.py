@@ -9,8 +9,9 @@
     cache directory, which builds the activation cache and the fixed inputs, minus set-up
     time with a warm one) plus, for every job, its training loop (first step to the end of
     fit, the validation half-way included) and its final evaluation, measured for a job
-    of each SAE type run in this process and counted 6 times each (the normalisation method
-    and the coefficient do not change the work).
+    of each SAE type run in this process and counted once per trained grid job of that type
+    (the normalisation method and the coefficient do not change the work; beta jobs with
+    k = 0 are skipped by the grid, not trained).
 ratio = (a) / (b), target <= 1.1: what running the jobs as a sweep costs beyond one harvest
 and the jobs' own training and evaluation. Also printed: the share of a job alone (in this
 process, warm cache) spent outside its training loop (target <= 25%).
@@ -19,6 +20,7 @@ process, warm cache) spent outside its training loop (target <= 25%).
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -74,7 +76,13 @@ def main() -> None:
             capture_output=True,
         )
         grid_s = time.perf_counter() - start
-        n_jobs = len(list(Path(tmp, "grid").glob("*/metrics.json")))
+        n_jobs = {sae: 0 for sae in ("none", "normalized_sae")}
+        grid_job_s: dict[str, list[float]] = {sae: [] for sae in n_jobs}
+        for path in Path(tmp, "grid").glob("*/metrics.json"):  # k = 0 beta jobs: skipped
+            sae = json.loads(path.read_text())["condition"]["sae_type"]
+            n_jobs[sae] += 1  # a job's span: its config.yaml (written first) to metrics.json
+            span = path.stat().st_mtime - (path.parent / "config.yaml").stat().st_mtime
+            grid_job_s[sae].append(span)
 
         base = [
             *GRID[1:],
@@ -93,13 +101,16 @@ def main() -> None:
             job_s[sae] = time.perf_counter() - start
             eval_s[sae] = evaluation.seconds
     work = {sae: train_s[sae] + eval_s[sae] for sae in train_s}
-    baseline_s = harvest_s + 6 * sum(work.values())
-    print(f"grid of {n_jobs} jobs x {args.steps} steps: {grid_s:.1f} s wall")
+    baseline_s = harvest_s + sum(n_jobs[sae] * work[sae] for sae in work)
+    print(f"grid of {sum(n_jobs.values())} trained jobs x {args.steps} steps: {grid_s:.1f} s wall")
     print(
-        f"baseline: harvest {harvest_s:.1f} s + 6 x (none: train {train_s['none']:.1f} s + "
-        f"eval {eval_s['none']:.1f} s; normalized_sae: train {train_s['normalized_sae']:.1f} s "
-        f"+ eval {eval_s['normalized_sae']:.1f} s) = {baseline_s:.1f} s"
+        f"baseline: harvest {harvest_s:.1f} s + {n_jobs['none']} x (none: train "
+        f"{train_s['none']:.1f} s + eval {eval_s['none']:.1f} s) + {n_jobs['normalized_sae']} x "
+        f"(normalized_sae: train {train_s['normalized_sae']:.1f} s + eval "
+        f"{eval_s['normalized_sae']:.1f} s) = {baseline_s:.1f} s"
     )
+    for sae, spans in grid_job_s.items():
+        print(f"  {sae} in the grid: {', '.join(f'{x:.0f}' for x in sorted(spans))} s per job")
     for sae in job_s:
         outside = 1 - train_s[sae] / job_s[sae]
         print(

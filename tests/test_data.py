@@ -207,7 +207,7 @@ def test_ranks_harvest_disjoint_contexts(tmp_path) -> None:
     """With 2 ranks each takes a different half of the contexts; together, all of them."""
     from omegaconf import OmegaConf
 
-    from nsae.data.datamodule import ContextStream
+    from nsae.data.contexts import ContextStream
 
     (tmp_path / "t.txt").write_text(
         "\n".join(" ".join(str(i * 10 + j) for j in range(7)) for i in range(40))
