@@ -85,12 +85,16 @@ def test_grid_runs_twelve_conditions_one_dir_each(grid: Path) -> None:
 
 
 def test_one_activation_cache_for_the_whole_grid(grid: Path) -> None:
-    """The LM ran over the training tokens once: one job built the cache, 11 reused it."""
-    caches = [json.loads((d / "metrics.json").read_text())["activation_cache"] for d in jobs(grid)]
-    assert len({c["key"] for c in caches}) == 1
-    assert sum(c["built_by_this_job"] for c in caches) == 1
-    entries = [p for p in (grid.parent / "cache").iterdir() if p.is_dir()]
-    assert len(entries) == 1
+    """The LM ran over the training tokens once: one job built the cache, 11 reused it;
+    likewise one job built the fixed inputs (norm sample, evaluation set), 11 read them."""
+    summaries = [json.loads((d / "metrics.json").read_text()) for d in jobs(grid)]
+    for name in ("activation_cache", "fixed_inputs"):
+        entries = [s[name] for s in summaries]
+        assert len({e["key"] for e in entries}) == 1
+        assert sum(e["built_by_this_job"] for e in entries) == 1
+    cache = grid.parent / "cache"
+    assert len([p for p in cache.iterdir() if (p / "meta.json").is_file()]) == 1
+    assert len(list((cache / "fixed").glob("*.pt"))) == 1
 
 
 def test_rerun_skips_finished_jobs(grid: Path) -> None:
