@@ -140,12 +140,7 @@ class ActivationDataModule(L.LightningDataModule):
                 acts.append(self.harvester(ids_BT).float().cpu())
                 keeps.append(self.keep_mask(ids_BT).cpu())
                 logp_clean = clean_log_probs(self.harvester.logits(ids_BT))
-                terms = [
-                    token_terms(
-                        logp_clean, self.harvester.logits(ids_BT, j, torch.zeros_like), ids_BT
-                    )
-                    for j in range(len(self.layers))
-                ]
+                terms = [self._ablate(ids_BT, j, logp_clean) for j in range(len(self.layers))]
                 kl.append(torch.stack([t[0] for t in terms]).cpu())
                 ce.append(torch.stack([t[1] for t in terms]).cpu())
                 bar.update(ids_BT.numel())
@@ -178,8 +173,11 @@ class ActivationDataModule(L.LightningDataModule):
         if self.stored is not None:
             index_B = index_B.cpu()
             return self.stored["zero_kl_LCT"][j, index_B], self.stored["zero_ce_LCT"][j, index_B]
+        return self._ablate(self.all_eval_ids[index_B.cpu()].to(self.device), j, logp_clean_BTV)
+
+    def _ablate(self, ids_BT: Tensor, j: int, logp_clean_BTV: Tensor) -> tuple[Tensor, Tensor]:
+        """`token_terms` of a forward with layer j's activation zeroed."""
         assert self.harvester is not None
-        ids_BT = self.all_eval_ids[index_B.cpu()].to(self.device)
         return token_terms(
             logp_clean_BTV, self.harvester.logits(ids_BT, j, torch.zeros_like), ids_BT
         )
