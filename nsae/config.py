@@ -330,13 +330,19 @@ def available_memory(accelerator: str) -> tuple[int, str]:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"), "available RAM"
 
 
-def check_memory(cfg: Any, n_layers: int, d_model: int) -> None:
-    """The SAE bank's weights, gradients and Adam state (4 copies), the shuffle buffer and
-    one step's activations, in float32, must fit the training device."""
+def memory_parts(cfg: Any, n_layers: int, d_model: int) -> tuple[int, int]:
+    """Bytes of a job's training: (the SAE bank's weights, gradients and Adam state (4
+    copies) and one step's activations; the shuffle buffer), in float32."""
     M = d_model * int(cfg.sae.expansion_factor)
     params = n_layers * (2 * d_model * M + M + d_model)
     step = cfg.data.batch_size * n_layers * (3 * M + 4 * d_model)
-    need = 4 * (4 * params + cfg.data.buffer_tokens * n_layers * d_model + step)
+    return 4 * (4 * params + step), 4 * cfg.data.buffer_tokens * n_layers * d_model
+
+
+def check_memory(cfg: Any, n_layers: int, d_model: int) -> None:
+    """The SAE bank's weights, gradients and Adam state, the shuffle buffer and one step's
+    activations (`memory_parts`) must fit the training device."""
+    need = sum(memory_parts(cfg, n_layers, d_model))
     have, what = available_memory(str(cfg.trainer.get("accelerator", "auto")))
     if what == "available RAM" and str(cfg.trainer.get("strategy", "")).startswith("ddp"):
         need *= max(int(cfg.trainer.get("devices", 1)), 1)  # one bank per CPU process

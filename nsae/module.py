@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from nsae import rng
 from nsae.data.norms import input_scales, mean_norms
 from nsae.errors import NsaeError
 from nsae.evaluation import Evaluator
@@ -179,9 +180,7 @@ class SAEModule(L.LightningModule):
 
     # -- exact resume: the random state of the training noise travels with the checkpoint --
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["nsae_rng"] = {"cpu": torch.get_rng_state()}
-        if torch.cuda.is_available() and self.device.type == "cuda":
-            checkpoint["nsae_rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
+        checkpoint["nsae_rng"] = rng.get_state(self.device)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rng_to_restore = checkpoint.get("nsae_rng")
@@ -190,9 +189,7 @@ class SAEModule(L.LightningModule):
         """Restore the checkpoint's random state right before the first resumed step."""
         state, self._rng_to_restore = self._rng_to_restore, None
         if state is not None:
-            torch.set_rng_state(state["cpu"])
-            if "cuda" in state and self.device.type == "cuda":
-                torch.cuda.set_rng_state(state["cuda"], self.device)
+            rng.set_state(state, self.device)
 
     # -- validation (every N steps) and final evaluation: noise off, metrics reset ---------
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:

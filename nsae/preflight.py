@@ -231,6 +231,12 @@ def preflight(argv: list[str]) -> Checked | None:
         try:
             resolved = resolved_task_config(job.cfg)
             validate(OmegaConf.create(resolved))
+            if "NsaeBank" in str(OmegaConf.select(job.cfg, "hydra.launcher._target_") or ""):
+                from nsae.bank import bank_problem
+
+                problem = bank_problem(OmegaConf.create(resolved))
+                if problem:
+                    raise NsaeError(f"hydra/launcher=nsae_bank: {problem}")
             plans[job.run_dir] = job_plan(
                 resolved, job.run_dir, multirun, bool(resolved.get("resume", False))
             )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -107,9 +108,15 @@ def finished(run_dir: Path) -> bool:
     return (run_dir / "metrics.json").is_file() or (run_dir / "skipped.json").is_file()
 
 
-def attach_log_file(run_dir: Path, name: str = "train") -> logging.Handler:
-    """Send the root logger to <run dir>/<name>.log too (nsae, not Hydra, owns the file)."""
+def attach_log_file(
+    run_dir: Path, name: str = "train", this_thread_only: bool = False
+) -> logging.Handler:
+    """Send the root logger to <run dir>/<name>.log too (nsae, not Hydra, owns the file);
+    this_thread_only: only the records logged by the calling thread (a bank's job)."""
     handler = logging.FileHandler(run_dir / f"{name}.log")
+    if this_thread_only:
+        thread = threading.get_ident()
+        handler.addFilter(lambda record: record.thread == thread)
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     logging.getLogger().addHandler(handler)
     return handler

@@ -37,8 +37,12 @@ def let_workers_stop(signum: int, _frame: Any) -> None:
 
 def outcomes_from_dirs(plans: dict[Path, Any]) -> None:
     """Jobs that ran in other processes (hydra/launcher=parallel or slurm): read how each
-    ended from its run directory, as `nsae.report` does."""
+    ended from its run directory, as `nsae.report` does (jobs already recorded by this
+    process, a bank's, are not read again)."""
+    recorded = {d for d, _, _ in OUTCOMES}
     for run_dir in plans:
+        if run_dir in recorded:
+            continue
         if (run_dir / "failed.json").is_file():
             error = json.loads((run_dir / "failed.json").read_text()).get("error", "?")
             OUTCOMES.append((run_dir, "failed", error))

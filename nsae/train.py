@@ -25,8 +25,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from nsae import rng
 from nsae.config import beta_exponent_of, check_group_choices, source_shape, validate
 from nsae.console import quiet_dependencies
+from nsae.data.shared import BankShare
 from nsae.errors import NsaeError, describe
 from nsae.interrupt import GracefulStop, Interrupted, WorkersInterrupted
 from nsae.launch import (
@@ -74,10 +76,14 @@ def run(
     callbacks: list | None = None,
     multirun: bool = False,
     log_name: str = "train",
+    overrides: list[str] | None = None,
+    share: BankShare | None = None,
 ) -> dict[str, Any]:
     """Run one job on all of its ranks; return the metrics.json content (empty on ranks
     other than 0 and for a job that is skipped). `callbacks` are extra Lightning callbacks
-    (benchmarks use them to watch a run)."""
+    (benchmarks use them to watch a run). `overrides`: the job's command-line overrides
+    (default: Hydra's). `share`: in a bank (`nsae.bank`), what this job shares with the
+    bank's other jobs, which run in other threads of this process."""
     check_allocation(cfg.trainer)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
@@ -92,18 +98,21 @@ def run(
         (run_dir / "failed.json").unlink(missing_ok=True)
         if plan == "new":
             (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
-            if HydraConfig.initialized():
+            if overrides is None and HydraConfig.initialized():
                 overrides = list(HydraConfig.get().overrides.task)
+            if overrides is not None:
                 (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))
     k = beta_exponent_of(cfg)
     if multirun and k == 0 and cfg.coeff.get("k") is None:
         return skip_as_alpha(cfg, run_dir) if rank == 0 else {}
-    handler = attach_log_file(run_dir, log_name)
+    handler = attach_log_file(run_dir, log_name, this_thread_only=share is not None)
     ckpt_path = str(run_dir / "checkpoints" / "last.ckpt") if plan == "resume" else None
     try:
         with local_ranks(cfg.trainer, run_dir, resume=ckpt_path is not None):
             try:
-                return _fit_and_evaluate(cfg, run_dir, layers, ckpt_path, callbacks, multirun)
+                return _fit_and_evaluate(
+                    cfg, run_dir, layers, ckpt_path, callbacks, multirun, share
+                )
             finally:
                 end_process_group()
     except Interrupted:
@@ -123,6 +132,7 @@ def _fit_and_evaluate(
     ckpt_path: str | None,
     callbacks: list | None,
     multirun: bool = False,
+    share: BankShare | None = None,
 ) -> dict[str, Any]:
     import lightning as L
     from hydra.utils import instantiate
@@ -135,15 +145,20 @@ def _fit_and_evaluate(
     from nsae.saes import build_sae
     from nsae.summary import RunFiles, checkpoint_step, summarize
 
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
     d_model = source_shape(cfg.source)[2]
     variant_kwargs = {k: v for k, v in cfg.sae.items() if k not in SAE_COMMON_KEYS}
-    try:
-        sae = build_sae(
-            cfg.sae.type, len(layers), d_model, d_model * cfg.sae.expansion_factor, **variant_kwargs
-        )
-    except (ValueError, TypeError) as err:
-        raise NsaeError(str(err)) from None
+    with rng.job_rng(owned=share is not None):  # in a bank, the job's own generator after
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        try:
+            sae = build_sae(
+                cfg.sae.type,
+                len(layers),
+                d_model,
+                d_model * cfg.sae.expansion_factor,
+                **variant_kwargs,
+            )
+        except (ValueError, TypeError) as err:
+            raise NsaeError(str(err)) from None
     module = SAEModule(
         sae,
         layers,
@@ -154,7 +169,7 @@ def _fit_and_evaluate(
         cfg.sae.init_b_dec,
         cfg.sae.get("resample"),
     )
-    dm = ActivationDataModule(cfg.data, cfg.source, layers, cfg.seed)
+    dm = ActivationDataModule(cfg.data, cfg.source, layers, cfg.seed, share, str(run_dir))
     resume_step = checkpoint_step(ckpt_path)
     loggers = build_loggers(cfg.get("logger"), run_dir, resume_step)
     for logger in loggers:
@@ -167,7 +182,8 @@ def _fit_and_evaluate(
         save_last=True,
         every_n_train_steps=cfg.trainer.val_check_interval,
     )
-    bar, stop = progress_bar(), GracefulStop(run_dir, multirun, sweep_stop_requested)
+    bar = progress_bar() if share is None else None  # (a bank shows one bar for its jobs)
+    stop = GracefulStop(run_dir, multirun, sweep_stop_requested)
     trainer = instantiate(
         cfg.trainer,
         logger=loggers or False,
@@ -224,8 +240,23 @@ def main(cfg: DictConfig) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if sweep_stop_requested():
             raise WorkersInterrupted(f"{run_dir.name}: not started, the sweep was interrupted")
+    run_and_report(cfg, run_dir, multirun, hc.job.name, in_worker)
+
+
+def run_and_report(
+    cfg: DictConfig,
+    run_dir: Path,
+    multirun: bool,
+    log_name: str,
+    in_worker: bool = False,
+    **run_kwargs: Any,
+) -> None:
+    """`run` one job and report how it ended: its outcome in OUTCOMES (a sweep's summary),
+    and its headline metrics on stdout. in_worker: the job runs apart from the sweep's own
+    process or thread (hydra/launcher=parallel or nsae_bank), and an interrupted job
+    raises WorkersInterrupted to it."""
     try:
-        summary = run(cfg, run_dir, multirun=multirun, log_name=hc.job.name)
+        summary = run(cfg, run_dir, multirun=multirun, log_name=log_name, **run_kwargs)
     except Interrupted as err:  # stops the whole command, sweep included
         print(f"nsae: {err}", file=sys.stderr, flush=True)
         if in_worker:
@@ -251,13 +282,14 @@ def main(cfg: DictConfig) -> None:
     OUTCOMES.append((run_dir, "skipped" if summary.get("skipped") else "finished", None))
     if summary and not summary.get("skipped"):
         means = summary["metrics"]
-        print(f"run dir: {run_dir}")
         print(
-            "  ".join(
+            f"run dir: {run_dir}\n"
+            + "  ".join(
                 f"{k}={means[k]['mean']:.4g}"
                 for k in ("l0", "explained_variance", "mse")
                 if k in means
-            )
+            ),
+            flush=True,
         )
 
 
@@ -287,7 +319,8 @@ def cli() -> None:
             checked = preflight(argv)
     except NsaeError as err:
         fail(err)
-    workers = checked is not None and "joblib" in checked.launcher  # hydra/launcher=parallel
+    # hydra/launcher=parallel (jobs in worker processes) or nsae_bank (in threads)
+    workers = checked is not None and any(k in checked.launcher for k in ("joblib", "NsaeBank"))
     if workers:  # a stopped worker's WorkersInterrupted reaches this process's except
         signal.signal(signal.SIGINT, let_workers_stop)
         os.environ["HYDRA_FULL_ERROR"] = "1"

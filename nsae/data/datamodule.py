@@ -23,7 +23,7 @@ yielded would overcount); Lightning restores `global_step` before it asks for th
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import lightning as L
@@ -45,6 +45,7 @@ from nsae.data.contexts import (
 )
 from nsae.data.fixed import FixedInputs
 from nsae.data.norms import add_input_scales, norm_statistics
+from nsae.data.shared import BankShare
 from nsae.data.source import Harvester, configured_source
 from nsae.data.synthetic import SyntheticSource
 from nsae.errors import NsaeError
@@ -58,8 +59,19 @@ class ActivationDataModule(L.LightningDataModule):
     `eval_ids` [C, T] (this rank's evaluation contexts), `cache` (or None);
     `harvest(ids_BT)` and `eval_positions(keep_BT)` for the module's evaluation batches."""
 
-    def __init__(self, data: Any, source: Any, layers: list[int], seed: int = 0) -> None:
+    def __init__(
+        self,
+        data: Any,
+        source: Any,
+        layers: list[int],
+        seed: int = 0,
+        share: BankShare | None = None,
+        name: str = "",
+    ) -> None:
+        """share, name: in a bank (hydra/launcher=nsae_bank), what this job (`name`) shares
+        with the bank's other jobs: the LM, the fixed inputs, the training stream."""
         super().__init__()
+        self.share, self.name = share, name
         self.data, self.source, self.layers, self.seed = data, source, layers, seed
         self.harvester: Harvester | None = None
         self.norm_sample: Tensor | None = None  # [N, L, D] from the train split, all ranks
@@ -80,6 +92,12 @@ class ActivationDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.harvester is not None or self.synthetic is not None:
             return
+        if self.share is not None:
+            self.share.setup(self, self._own_setup)
+        else:
+            self._own_setup()
+
+    def _own_setup(self) -> None:
         trainer = self.trainer
         self.device = trainer.strategy.root_device if trainer else torch.device("cpu")
         self.rank, self.world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
@@ -308,8 +326,18 @@ class ActivationDataModule(L.LightningDataModule):
             return self.batches_consumed
         return self.trainer.global_step * self.trainer.accumulate_grad_batches
 
-    def train_dataloader(self) -> ShuffleBuffer:
-        """This rank's training stream, positioned after the batches already consumed."""
+    def train_dataloader(self) -> Iterable[Tensor]:
+        """This rank's training stream, positioned after the batches already consumed (in a
+        bank: served from the stream the bank's jobs share)."""
+        self.batches_consumed = self._consumed()
+        if self.share is None:
+            self.buffer = self._train_buffer()
+            return self.buffer
+        stream = self.share.train_stream(self.name, self._train_buffer)
+        self.buffer = self.share.buffer
+        return stream
+
+    def _train_buffer(self) -> ShuffleBuffer:
         # (the trailing 0 keeps the data order, and so the README's results, of earlier runs)
         seed = hash((self.seed, self.rank, 0)) % 2**31
         if self.synthetic is not None:
@@ -320,11 +348,9 @@ class ActivationDataModule(L.LightningDataModule):
         else:
             contexts = self._context_batches(self.data.train_split, repeat=True, sharded=True)
             chunks = (self.harvest(c)[0] for c in contexts)
-        self.batches_consumed = self._consumed()
-        self.buffer = ShuffleBuffer(
+        return ShuffleBuffer(
             chunks, self.data.buffer_tokens, self.data.batch_size, seed, self.batches_consumed
         )
-        return self.buffer
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in checkpoints (from rank 0; every rank consumes batches at the same rate):

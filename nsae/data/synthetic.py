@@ -45,6 +45,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from nsae import rng
 from nsae.errors import NsaeError
 
 TOKEN_NORM_KINDS = ("none", "lognormal", "mixture")
@@ -177,7 +178,7 @@ class SyntheticSource:
         """n tokens of one stream at one index: the same (seed, stream, index, n) gives the
         same batch on the same device type."""
         cuda = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
+        with rng.GLOBAL_LOCK, torch.random.fork_rng(devices=cuda):
             torch.manual_seed(stream_seed(self.seed, stream, index))
             g_LNF = [m.activation_generator.sample(n_tokens) for m in self.models]
             l0_N = sum(((g > 0).sum(-1) for g in g_LNF), torch.zeros((), device=self.device))

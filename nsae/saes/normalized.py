@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from nsae import rng
 from nsae.saes.base import SAE
 
 
@@ -37,7 +38,7 @@ class NormalizedSAE(SAE, name="normalized_sae"):
     def activation(self, pre_BLM: Tensor) -> Tensor:
         if self.training and self.noise_std > 0:
             # contiguous noise: randn_like would copy pre's transposed strides, a slow path
-            noise = torch.randn(pre_BLM.shape, dtype=pre_BLM.dtype, device=pre_BLM.device)
+            noise = rng.randn(pre_BLM.shape, pre_BLM.dtype, pre_BLM.device)
             pre_BLM = pre_BLM + self.noise_std * noise
         return torch.tanh(torch.relu(pre_BLM))
 

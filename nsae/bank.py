@@ -1,0 +1,299 @@
+"""hydra/launcher=nsae_bank: the jobs of a sweep that see the same activation stream train
+together, in one process, from one harvest.
+
+    python -m nsae.train -m hydra/launcher=nsae_bank data.cache=false \\
+        sae_type=none,normalized_sae normalization_method=none,input_norm,input_norm_squared
+
+Jobs see the same stream when their source, data, layers, seed and trainer sections are
+equal and they start at the same step (new jobs at 0; a resumed job at its checkpoint's
+step): they differ only in the SAE, the loss, the coefficient, the optimizer or the
+metrics. Each such group is a bank: one thread per job, each running the job exactly as
+the default launcher would (`nsae.train.run`: its own Lightning trainer, checkpoints,
+logs, final evaluation, export and metrics.json), while the LM, the fixed inputs and the
+training batches are computed once for the bank (`nsae.data.shared.BankShare`) and each job
+draws its training noise from its own generator (`nsae.rng`). So each job's run directory
+holds what it would hold had the job run alone.
+
+A bank whose estimated memory (`job_bytes` per job plus `shared_bytes`) exceeds the
+device's free memory (or `hydra.launcher.memory_gb`) is split into banks that fit, and the
+split is printed. Banks run one after another; on a CPU each of a bank's jobs gets
+max(1, cores // jobs) threads. Ctrl-C stops every job of the running bank at its current
+step (re-run the same command to continue), as under hydra/launcher=parallel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from nsae.config import available_memory
+from nsae.errors import NsaeError, describe
+
+STREAM_KEYS = ("source", "data", "seed", "trainer")
+
+
+@dataclass
+class BankJob:
+    num: int
+    cfg: DictConfig  # the task config, resolved
+    hydra_cfg: DictConfig  # the job's sweep config (for Hydra's JobReturn)
+    run_dir: Path
+    overrides: list[str]
+    start: int | str = 0  # the step training starts at, or why the job will not train
+    key: str = field(default="", repr=False)
+
+
+def bank_problem(cfg: Any) -> str | None:
+    """Why a job cannot run in a bank (None if it can)."""
+    t = cfg.trainer
+    devices, nodes = t.get("devices", 1), t.get("num_nodes", 1)
+    if devices not in (1, "1", "auto") or nodes not in (1, None):
+        return (
+            f"trainer.devices={devices}, trainer.num_nodes={nodes}: a bank runs its jobs in "
+            "one process on one device; valid: trainer=default, or trainer=ddp with "
+            "hydra/launcher=basic or slurm"
+        )
+    if "wandb" in str(OmegaConf.select(cfg, "logger") or ""):
+        return (
+            "logger with W&B: W&B keeps one run per process and a bank trains several jobs "
+            "in one; valid: logger=csv or logger=none with hydra/launcher=nsae_bank"
+        )
+    return None
+
+
+def prepare(
+    hydra_context: Any, config: DictConfig, job_overrides: Any, initial_job_idx: int
+) -> list[BankJob]:
+    """Each job's composed config, run directory and overrides, as Hydra's `run_job`
+    makes them (its interpolations resolved now, while HydraConfig describes this job)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    jobs = []
+    for i, overrides in enumerate(job_overrides):
+        num = initial_job_idx + i
+        sweep_cfg = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+        with open_dict(sweep_cfg):
+            sweep_cfg.hydra.job.id = f"bank_{num}"
+            sweep_cfg.hydra.job.num = num
+        HydraConfig.instance().set_config(sweep_cfg)
+        sweep_dir = Path(str(sweep_cfg.hydra.sweep.dir))
+        run_dir = (sweep_dir / str(sweep_cfg.hydra.sweep.subdir)).absolute()
+        with read_write(sweep_cfg.hydra.runtime), open_dict(sweep_cfg.hydra.runtime):
+            sweep_cfg.hydra.runtime.output_dir = str(run_dir)
+        HydraConfig.instance().set_config(sweep_cfg)
+        task_cfg = OmegaConf.create(OmegaConf.to_container(sweep_cfg, resolve=False))
+        with open_dict(task_cfg):
+            del task_cfg["hydra"]
+        task_cfg = OmegaConf.create(OmegaConf.to_container(task_cfg, resolve=True))
+        OmegaConf.set_struct(task_cfg, True)
+        task_overrides = list(OmegaConf.to_container(sweep_cfg.hydra.overrides.task))
+        jobs.append(BankJob(num, task_cfg, sweep_cfg, run_dir, task_overrides))  # type: ignore[arg-type]
+    for job in jobs:
+        job.start = start_step(job)
+        job.key = stream_key(job)
+    return jobs
+
+
+def start_step(job: BankJob) -> int | str:
+    """The step a job's training starts at (0, or a resumed checkpoint's), or, for a job
+    that will not share a stream, why not ("skip": already finished; "error: ...")."""
+    from nsae.preflight import job_plan
+    from nsae.summary import checkpoint_step
+
+    resolved = OmegaConf.to_container(job.cfg, resolve=True)
+    try:
+        plan = job_plan(resolved, job.run_dir, True, bool(job.cfg.get("resume", False)))  # type: ignore[arg-type]
+    except NsaeError as err:
+        return f"error: {err}"
+    if plan == "resume":
+        return checkpoint_step(str(job.run_dir / "checkpoints" / "last.ckpt")) or 0
+    return plan if plan == "skip" else 0
+
+
+def stream_key(job: BankJob) -> str:
+    """Jobs with equal keys see the same training batches (and share a bank)."""
+    if isinstance(job.start, str):  # alone: nothing to share
+        return f"{job.start}:{job.run_dir}"
+    fields = {k: OmegaConf.select(job.cfg, k) for k in STREAM_KEYS}
+    fields = {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v
+              for k, v in fields.items()}  # fmt: skip
+    return json.dumps({**fields, "start": job.start}, sort_keys=True, default=str)
+
+
+def _parts(cfg: Any) -> tuple[int, int]:
+    from nsae.config import memory_parts, resolve_layers, source_shape
+
+    n_layers, _, d_model = source_shape(cfg.source)
+    return memory_parts(cfg, len(resolve_layers(cfg.source.layers, n_layers)), d_model)
+
+
+def job_bytes(cfg: Any) -> int:
+    """A job's own memory in a bank: its SAEs' weights, gradients and Adam state and one
+    step's activations (`nsae.config.memory_parts`)."""
+    return _parts(cfg)[0]
+
+
+def max_lead(cfg: Any) -> int:
+    """Batches the bank's stream harvests ahead of its slowest job: a buffer's worth."""
+    return max(8, int(cfg.data.buffer_tokens) // int(cfg.data.batch_size))
+
+
+def shared_bytes(cfg: Any) -> int:
+    """What a bank holds once: the shuffle buffer and the batches harvested ahead."""
+    return 2 * _parts(cfg)[1]
+
+
+def on_gpu(cfg: Any) -> bool:
+    return available_memory(str(cfg.trainer.get("accelerator", "auto")))[1] == "free GPU memory"
+
+
+def plan_banks(
+    jobs: list[BankJob], memory_gb: float | None
+) -> tuple[list[list[BankJob]], list[str]]:
+    """Jobs grouped by stream key (in sweep order), each group split into banks that fit
+    the memory budget; and one line per split."""
+    groups: dict[str, list[BankJob]] = {}
+    for job in jobs:
+        groups.setdefault(job.key, []).append(job)
+    banks, notes = [], []
+    for group in groups.values():
+        cfg = group[0].cfg
+        have, what = available_memory(str(cfg.trainer.get("accelerator", "auto")))
+        # (without a budget: 80% of what is free, headroom for the LM and the evaluation)
+        budget = int(memory_gb * 2**30) if memory_gb is not None else int(0.8 * have)
+        what = "hydra.launcher.memory_gb" if memory_gb is not None else f"80% of {what}"
+        each = max(job_bytes(j.cfg) for j in group)
+        fits = max(1, (budget - shared_bytes(cfg)) // each)
+        n = -(-len(group) // fits)
+        sizes = [len(group) // n + (i < len(group) % n) for i in range(n)]
+        start = 0
+        for size in sizes:
+            banks.append(group[start : start + size])
+            start += size
+        if n > 1:
+            notes.append(
+                f"nsae: bank: jobs {', '.join(str(j.num) for j in group)} share a stream but "
+                f"need ~{each / 2**30:.2f} GiB each, with {budget / 2**30:.2f} GiB for them "
+                f"({what}): split into {n} banks of {', '.join(map(str, sizes))} jobs"
+            )
+    return banks, notes
+
+
+def run_bank(bank: list[BankJob], label: str) -> list[BaseException]:
+    """Train one bank's jobs, one thread each; return the interruptions they raised."""
+    from lightning.pytorch.callbacks import Callback
+
+    from nsae import rng
+    from nsae.console import progress
+    from nsae.data.shared import BankShare
+    from nsae.interrupt import WorkersInterrupted
+    from nsae.sweep import OUTCOMES
+    from nsae.train import run_and_report
+
+    share = BankShare([str(j.run_dir) for j in bank], max_lead(bank[0].cfg))
+    interrupted: list[BaseException] = []
+    steps = sum(int(j.cfg.trainer.max_steps) for j in bank)
+    bar = progress(steps, label, "steps")
+    bar_lock = threading.Lock()
+
+    class BankJobCallback(Callback):
+        """The bank's progress bar; and a job whose training ended leaves the stream."""
+
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def on_train_batch_end(self, *_: Any) -> None:
+            with bar_lock:
+                bar.update(1)
+
+        def on_train_end(self, *_: Any) -> None:
+            share.leave(self.name)
+
+    def work(job: BankJob) -> None:
+        try:
+            run_and_report(
+                job.cfg,
+                job.run_dir,
+                True,
+                "train",
+                in_worker=True,
+                overrides=job.overrides,
+                share=share,
+                callbacks=[BankJobCallback(str(job.run_dir))],
+            )
+        except WorkersInterrupted as err:
+            interrupted.append(err)
+        except BaseException as err:  # (run_and_report records a job's own failure)
+            OUTCOMES.append((job.run_dir, "failed", describe(err)))
+        finally:
+            share.leave(str(job.run_dir))
+            rng.release()
+
+    threads_before = torch.get_num_threads()
+    if not on_gpu(bank[0].cfg):
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(bank)))
+    threads = [
+        threading.Thread(target=work, args=(job,), name=f"nsae-job-{job.num}") for job in bank
+    ]
+    try:
+        with bar:
+            for t in threads:
+                t.start()
+            for t in threads:
+                while t.is_alive():
+                    t.join(timeout=0.5)
+    finally:
+        share.close()
+        torch.set_num_threads(threads_before)
+    return interrupted
+
+
+def launch(
+    hydra_context: Any,
+    config: DictConfig,
+    job_overrides: Any,
+    initial_job_idx: int,
+    memory_gb: float | None,
+) -> list[Any]:
+    """The launcher's work: prepare, group and split the jobs, run the banks in turn, and
+    return Hydra's JobReturns (a failed job is in OUTCOMES and its failed.json)."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from nsae.interrupt import WorkersInterrupted
+    from nsae.sweep import sweep_stop_requested
+
+    jobs = prepare(hydra_context, config, job_overrides, initial_job_idx)
+    for job in jobs:
+        problem = bank_problem(job.cfg)
+        if problem:
+            raise NsaeError(f"hydra/launcher=nsae_bank: job {job.num}: {problem}")
+    banks, notes = plan_banks(jobs, memory_gb)
+    for note in notes:
+        print(note, flush=True)
+    for i, bank in enumerate(banks, 1):
+        if sweep_stop_requested():
+            raise WorkersInterrupted("the sweep was interrupted")
+        label = f"bank {i}/{len(banks)} ({len(bank)} jobs)"
+        print(f"nsae: {label}: jobs {', '.join(str(j.num) for j in bank)}", flush=True)
+        interrupted = run_bank(bank, label)
+        if interrupted:
+            raise WorkersInterrupted(str(interrupted[0]))
+    return [
+        JobReturn(
+            overrides=job.overrides,
+            cfg=job.cfg,
+            hydra_cfg=job.hydra_cfg,
+            working_dir=os.getcwd(),
+            task_name="train",
+            status=JobStatus.COMPLETED,
+            _return_value=None,
+        )
+        for job in jobs
+    ]

@@ -1,0 +1,197 @@
+"""What the jobs of one bank (hydra/launcher=nsae_bank) share in their process: one LM,
+one set of fixed inputs, one training stream.
+
+Every job of a bank has the same source, data, layers, seed and starting step (the
+launcher groups them so), so each job's datamodule would compute the same things. The
+first datamodule to set up does it, under the process's RNG lock; the others adopt its
+results (`BankShare.setup`). LM forwards go through `LockedHarvester` (one forward at a
+time: a splice hook on a layer must not leak into another job's forward). The training
+batches come from one `SharedStream`: the first job to ask for batch i harvests it, every
+job is served the same tensor, and a batch is dropped once every job still training has
+taken it. A producer thread harvests up to `max_lead` batches past the slowest job (as
+many tokens as the shuffle buffer holds), so the LM's forwards overlap the SAE steps and
+the memory held for laggards (a job validating, or still setting up) stays bounded.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from torch import Tensor
+
+from nsae import rng
+
+ADOPTED = (  # the datamodule's state after setup, the same for every job of a bank
+    "device", "rank", "world", "tokenizer", "harvester", "synthetic", "fixed", "stored",
+    "norm_sample", "norm_positions", "all_eval_ids", "eval_index", "eval_ids", "cache",
+)  # fmt: skip
+
+
+class LockedHarvester:
+    """A `Harvester` whose forwards (plain, or with a layer spliced) run one at a time."""
+
+    def __init__(self, inner: Any, lock: threading.Lock) -> None:
+        self.inner, self.lock = inner, lock
+
+    def __call__(self, input_ids_BT: Tensor) -> Tensor:
+        with self.lock:
+            return self.inner(input_ids_BT)
+
+    def logits(self, *args: Any, **kwargs: Any) -> Tensor:
+        with self.lock:
+            return self.inner.logits(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class SharedStream:
+    """One iterator's items served to several consumers, each of which sees every item.
+
+    A producer thread draws the items ahead of the consumers (the next buffer fill's LM
+    forwards overlap the jobs' SAE steps), at most `max_lead` items past the slowest
+    consumer; an item is dropped once every consumer has taken it or left."""
+
+    def __init__(self, source: Iterable[Tensor], consumers: Iterable[str], max_lead: int) -> None:
+        self._source = source
+        self._cond = threading.Condition()
+        self._items: dict[int, Tensor] = {}
+        self._made = 0  # items drawn from the source so far
+        self._error: BaseException | None = None
+        self._producer: threading.Thread | None = None
+        self.position = dict.fromkeys(consumers, 0)  # each consumer's next item
+        self.max_lead = max_lead
+
+    def consumer(self, name: str) -> Iterator[Tensor]:
+        with self._cond:
+            if self._producer is None:
+                self._producer = threading.Thread(
+                    target=self._produce, name="nsae-bank-stream", daemon=True
+                )
+                self._producer.start()
+        while True:
+            yield self._get(name)
+
+    def leave(self, name: str) -> None:
+        """`name` takes no more items (its training ended, or it never trains)."""
+        with self._cond:
+            self.position.pop(name, None)
+            self._drop_taken()
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Every consumer leaves; wait for the producer to end (it must not be inside an LM
+        forward when the process exits)."""
+        with self._cond:
+            self.position.clear()
+            self._items.clear()
+            self._cond.notify_all()
+        if self._producer is not None:
+            self._producer.join()
+
+    def _produce(self) -> None:
+        try:
+            items = iter(self._source)
+            while True:
+                with self._cond:
+                    while self.position and self._made - min(self.position.values()) >= (
+                        self.max_lead
+                    ):
+                        self._cond.wait()
+                    if not self.position:  # every consumer left
+                        return
+                item = next(items)  # outside the lock: LM forwards
+                with self._cond:
+                    self._items[self._made] = item
+                    self._made += 1
+                    self._cond.notify_all()
+        except BaseException as err:
+            with self._cond:
+                self._error = err
+                self._cond.notify_all()
+
+    def _get(self, name: str) -> Tensor:
+        with self._cond:
+            i = self.position[name]
+            while i >= self._made:
+                if self._error is not None:
+                    raise RuntimeError(
+                        f"the bank's training stream failed: {self._error}"
+                    ) from self._error
+                self._cond.wait()
+            item = self._items[i]
+            self.position[name] = i + 1
+            self._drop_taken()
+            self._cond.notify_all()
+            return item
+
+    def _drop_taken(self) -> None:
+        slowest = min(self.position.values(), default=self._made)
+        for i in [i for i in self._items if i < slowest]:
+            del self._items[i]
+
+
+class _Consumer:
+    def __init__(self, stream: SharedStream, name: str) -> None:
+        self.stream, self.name = stream, name
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return self.stream.consumer(self.name)
+
+
+class BankShare:
+    """The state one bank's jobs share; `names` are the jobs' run directories."""
+
+    def __init__(self, names: list[str], max_lead: int = 64) -> None:
+        self.names, self.max_lead = list(names), max_lead
+        self.lm_lock = threading.Lock()
+        self.leader: Any = None  # the datamodule that set up first
+        self.stream: SharedStream | None = None
+        self.buffer: Iterable[Tensor] | None = None  # the stream's source (a ShuffleBuffer)
+        self._stream_lock = threading.Lock()
+        self.left: set[str] = set()
+
+    def setup(self, dm: Any, own_setup: Callable[[], None]) -> None:
+        """Run the first job's datamodule setup (`own_setup`); every later one adopts it.
+        Under the RNG lock: setting up may reseed the global generator (a random-init LM,
+        the synthetic source)."""
+        with rng.GLOBAL_LOCK:
+            if self.leader is None:
+                own_setup()
+                if dm.harvester is not None:
+                    dm.harvester = LockedHarvester(dm.harvester, self.lm_lock)
+                self.leader = dm
+                return
+            for name in ADOPTED:
+                setattr(dm, name, getattr(self.leader, name))
+            if dm.fixed is not None:  # built by the leader's job, not by this one
+                dm.fixed = copy.copy(dm.fixed)
+                dm.fixed.built = False
+            dm.norm_stats = {k: dict(v) for k, v in self.leader.norm_stats.items()}
+
+    def train_stream(self, name: str, make: Callable[[], Iterable[Tensor]]) -> Iterable[Tensor]:
+        """Job `name`'s training batches: `make()` builds the stream once, for all jobs."""
+        with self._stream_lock:
+            if self.stream is None:
+                self.buffer = make()
+                self.stream = SharedStream(self.buffer, self.names, self.max_lead)
+                for gone in self.left:
+                    self.stream.leave(gone)
+        return _Consumer(self.stream, name)
+
+    def leave(self, name: str) -> None:
+        """Job `name` takes no more training batches (its training ended, or it never
+        trains)."""
+        with self._stream_lock:
+            self.left.add(name)
+            if self.stream is not None:
+                self.stream.leave(name)
+
+    def close(self) -> None:
+        """The bank's jobs have ended: stop the stream's producer."""
+        with self._stream_lock:
+            if self.stream is not None:
+                self.stream.close()
