@@ -25,7 +25,7 @@ from nsae.metrics import (
     saebench_mask,
 )
 from nsae.metrics.ground_truth import GroundTruthMetrics
-from nsae.metrics.splice import clean_log_probs, token_terms
+from nsae.metrics.splice import token_terms
 
 
 class Evaluator(nn.Module):
@@ -88,7 +88,7 @@ class Evaluator(nn.Module):
         if not splice:
             return
         lm = dm.harvester
-        logp_clean = clean_log_probs(lm.logits(ids_BT))
+        logp_clean = dm.clean_log_probs(index_B, ids_BT)
         for j in range(x_NLD.shape[1]):
 
             def with_recon(a_BTD: Tensor, j: int = j) -> Tensor:

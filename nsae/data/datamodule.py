@@ -193,6 +193,18 @@ class ActivationDataModule(L.LightningDataModule):
             return self.stored["zero_kl_LCT"][j, index_B], self.stored["zero_ce_LCT"][j, index_B]
         return self._ablate(self.all_eval_ids[index_B.cpu()].to(self.device), j, logp_clean_BTV)
 
+    def clean_log_probs(self, index_B: Tensor, ids_BT: Tensor) -> Tensor:
+        """The clean model's log-probabilities [B, T, V] of an evaluation batch (in a bank:
+        one forward for all of the bank's jobs)."""
+
+        def compute() -> Tensor:
+            assert self.harvester is not None
+            return clean_log_probs(self.harvester.logits(ids_BT))
+
+        if self.share is None:
+            return compute()
+        return self.share.clean_log_probs(tuple(index_B.tolist()), compute)
+
     def _ablate(self, ids_BT: Tensor, j: int, logp_clean_BTV: Tensor) -> tuple[Tensor, Tensor]:
         """`token_terms` of a forward with layer j's activation zeroed."""
         assert self.harvester is not None

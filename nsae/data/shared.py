@@ -10,7 +10,9 @@ batches come from one `SharedStream`: the first job to ask for batch i harvests 
 job is served the same tensor, and a batch is dropped once every job still training has
 taken it. A producer thread harvests up to `max_lead` batches past the slowest job (as
 many tokens as the shuffle buffer holds), so the LM's forwards overlap the SAE steps and
-the memory held for laggards (a job validating, or still setting up) stays bounded.
+the memory held for laggards (a job validating, or still setting up) stays bounded. In the
+final evaluation, each batch's clean forward (the splice metrics' reference) runs once for
+the bank (`clean_log_probs`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import Tensor
 
 from nsae import rng
 
+MAX_CLEAN = 2  # evaluation batches whose clean log-probabilities a bank holds at once
 ADOPTED = (  # the datamodule's state after setup, the same for every job of a bank
     "device", "rank", "world", "tokenizer", "harvester", "synthetic", "fixed", "stored",
     "norm_sample", "norm_positions", "all_eval_ids", "eval_index", "eval_ids", "cache",
@@ -153,6 +156,8 @@ class BankShare:
         self.buffer: Iterable[Tensor] | None = None  # the stream's source (a ShuffleBuffer)
         self._stream_lock = threading.Lock()
         self.left: set[str] = set()
+        self._clean: dict[Any, list[Any]] = {}  # batch key -> [log-probs or event, takes]
+        self._clean_lock = threading.Lock()
 
     def setup(self, dm: Any, own_setup: Callable[[], None]) -> None:
         """Run the first job's datamodule setup (`own_setup`); every later one adopts it.
@@ -181,6 +186,34 @@ class BankShare:
                 for gone in self.left:
                     self.stream.leave(gone)
         return _Consumer(self.stream, name)
+
+    def clean_log_probs(self, key: Any, compute: Callable[[], Tensor]) -> Tensor:
+        """The clean model's log-probabilities of the evaluation batch `key`, computed by the
+        first job that asks and served to the others (the jobs of a bank end training
+        together and evaluate the same batches in the same order). An entry is dropped
+        after every job has taken it; at most `MAX_CLEAN` are held (vocabulary-sized)."""
+        with self._clean_lock:
+            entry = self._clean.get(key)
+            if entry is None:
+                entry = self._clean[key] = [threading.Event(), 0, None]
+                while len(self._clean) > MAX_CLEAN:  # the oldest (a job that never came)
+                    del self._clean[next(iter(self._clean))]
+                mine = True
+            else:
+                mine = False
+        if mine:
+            try:
+                entry[2] = compute()
+            finally:
+                entry[0].set()
+        else:
+            entry[0].wait()
+        value = entry[2] if entry[2] is not None else compute()  # (its maker failed)
+        with self._clean_lock:
+            entry[1] += 1
+            if entry[1] >= len(self.names) and self._clean.get(key) is entry:
+                del self._clean[key]
+        return value
 
     def leave(self, name: str) -> None:
         """Job `name` takes no more training batches (its training ended, or it never
