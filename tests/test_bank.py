@@ -294,3 +294,19 @@ def test_ctrl_c_stops_every_banked_job_at_its_step_and_a_rerun_finishes_them(
     assert "2 finished, 0 skipped, 0 failed" in again.stdout
     for d in runs:
         assert json.loads((d / "metrics.json").read_text())["steps"] == 400
+
+
+@pytest.mark.slow
+def test_a_synthetic_source_banks_exactly_too(cli, tmp_path: Path) -> None:
+    """The synthetic source reseeds the global generator to sample (under `rng.GLOBAL_LOCK`
+    in a bank), while each job draws its noise from its own generator."""
+    sweep = ["debug=fast", "source=synthetic", "logger=csv", "sae_type=none,normalized_sae"]
+    alone = cli("-m", *sweep, f"hydra.sweep.dir={tmp_path}/alone")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    bank = cli("-m", *sweep, "hydra/launcher=nsae_bank", f"hydra.sweep.dir={tmp_path}/bank")
+    assert bank.returncode == 0, bank.stderr[-3000:]
+    assert "bank 1/1 (2 jobs)" in bank.stdout
+    runs = [p.name for p in (tmp_path / "alone").iterdir() if p.is_dir()]
+    assert len(runs) == 2
+    for name in runs:
+        assert assert_same_run(tmp_path / "alone" / name, tmp_path / "bank" / name) > 100

@@ -171,7 +171,8 @@ class BankShare:
                 self.leader = dm
                 return
             for name in ADOPTED:
-                setattr(dm, name, getattr(self.leader, name))
+                if hasattr(self.leader, name):  # (a synthetic source has no tokenizer)
+                    setattr(dm, name, getattr(self.leader, name))
             if dm.fixed is not None:  # built by the leader's job, not by this one
                 dm.fixed = copy.copy(dm.fixed)
                 dm.fixed.built = False
