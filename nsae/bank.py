@@ -199,7 +199,8 @@ def run_bank(bank: list[BankJob], label: str) -> list[BaseException]:
 
     share = BankShare([str(j.run_dir) for j in bank], max_lead(bank[0].cfg))
     interrupted: list[BaseException] = []
-    steps = sum(int(j.cfg.trainer.max_steps) for j in bank)
+    steps = sum(int(j.cfg.trainer.max_steps) - (j.start if isinstance(j.start, int) else 0)
+                for j in bank)  # fmt: skip
     bar = progress(steps, label, "steps")
     bar_lock = threading.Lock()
 
@@ -280,7 +281,7 @@ def launch(
     for i, bank in enumerate(banks, 1):
         if sweep_stop_requested():
             raise WorkersInterrupted("the sweep was interrupted")
-        label = f"bank {i}/{len(banks)} ({len(bank)} jobs)"
+        label = f"bank {i}/{len(banks)} ({len(bank)} job{'s' * (len(bank) != 1)})"
         print(f"nsae: {label}: jobs {', '.join(str(j.num) for j in bank)}", flush=True)
         interrupted = run_bank(bank, label)
         if interrupted:
