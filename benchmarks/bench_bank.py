@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from common import schedule, timed_sweep
 
 SWEEP = [
     "sae_type=none,normalized_sae",
@@ -83,35 +82,15 @@ SOURCES = {
 }
 
 
-def sweep(tmp: str, name: str, steps: list[str], launcher: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nsae.train",
-            "-m",
-            *SWEEP,
-            *steps,
-            *launcher,
-            f"data.cache_dir={tmp}/{name}_cache",
-            f"hydra.sweep.dir={tmp}/{name}",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return time.perf_counter() - start
-
-
 def bench(source: str, n_steps: int | None, layer: int) -> None:
     overrides, default_steps = SOURCES[source]
     if source == "gpt2_small_shape":
         overrides = [*overrides, f"source.layers=[{layer}]"]
     n = n_steps or default_steps
-    steps = [f"trainer.max_steps={n}", f"trainer.val_check_interval={max(n // 2, 1)}"]
+    args = [*SWEEP, *overrides, *schedule(n)]
     with tempfile.TemporaryDirectory() as tmp:
-        sequential_s = sweep(tmp, "sequential", [*overrides, *steps], [])
-        bank_s = sweep(tmp, "bank", [*overrides, *steps], ["hydra/launcher=nsae_bank"])
+        sequential_s = timed_sweep(tmp, "sequential", *args)
+        bank_s = timed_sweep(tmp, "bank", *args, "hydra/launcher=nsae_bank")
         worst, n_jobs = max_rel_diff(Path(tmp, "sequential"), Path(tmp, "bank"))
     where = f", layer {layer}" if source == "gpt2_small_shape" else ""
     print(f"{source}{where}: 6-job streaming sweep x {n} steps (data.cache=false)")

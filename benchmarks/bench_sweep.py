@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import lightning as L
-from common import config, timed_run
+from common import config, schedule, timed_run, timed_sweep
 
 from nsae.data.datamodule import ActivationDataModule
 
@@ -56,26 +54,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=500)
     args = p.parse_args()
-    # the grid's schedule (500 steps, validation at 250) scaled to --steps
-    half = max(args.steps // 2, 1)
-    steps = [f"trainer.max_steps={args.steps}", f"trainer.val_check_interval={half}"]
+    steps = schedule(args.steps)
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "nsae.train",
-                "-m",
-                *GRID,
-                *steps,
-                f"data.cache_dir={tmp}/grid_cache",
-                f"hydra.sweep.dir={tmp}/grid",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        grid_s = time.perf_counter() - start
+        grid_s = timed_sweep(tmp, "grid", *GRID, *steps)
         n_jobs = {sae: 0 for sae in ("none", "normalized_sae")}
         grid_job_s: dict[str, list[float]] = {sae: [] for sae in n_jobs}
         for path in Path(tmp, "grid").glob("*/metrics.json"):  # k = 0 beta jobs: skipped

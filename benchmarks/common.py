@@ -1,8 +1,10 @@
-"""Helpers shared by the benchmarks: compose nsae's config, time a run's training loop, and
-the bare PyTorch SAE step the baselines use."""
+"""Helpers shared by the benchmarks: compose nsae's config, time a run's training loop or a
+whole sweep from the command line, and the bare PyTorch SAE step the baselines use."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +23,32 @@ from nsae.train import run
 def config(*overrides: str) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
+
+
+def schedule(steps: int) -> list[str]:
+    """The grid's schedule (500 steps, validation half-way) scaled to `steps`."""
+    return [f"trainer.max_steps={steps}", f"trainer.val_check_interval={max(steps // 2, 1)}"]
+
+
+def timed_sweep(tmp: str, name: str, *overrides: str) -> float:
+    """Wall seconds of `python -m nsae.train -m OVERRIDES` as a user runs it, with its own
+    cache directory (`<tmp>/<name>_cache`, empty at first) and sweep directory
+    (`<tmp>/<name>`)."""
+    start = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nsae.train",
+            "-m",
+            *overrides,
+            f"data.cache_dir={tmp}/{name}_cache",
+            f"hydra.sweep.dir={tmp}/{name}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return time.perf_counter() - start
 
 
 class FitTimer(L.Callback):
