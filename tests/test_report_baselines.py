@@ -24,6 +24,12 @@ ARMS: dict[str, tuple[str, dict[str, Any]]] = {  # label -> (sae_type, overrides
     "none+decoder_norm/none/alpha": ("none", {"sae.l1_weighting": "decoder_norm"}),
     "none+expected_norm/none/alpha": ("none", {"data.normalize_activations": "expected_norm"}),
 }
+WORDS = [  # the arms' labels in the report, in ARMS order
+    "Normalized SAE, plain loss, alpha",
+    "standard SAE, plain loss, alpha",
+    "standard SAE + decoder-norm L1, plain loss, alpha",
+    "standard SAE + expected-norm rescaling, plain loss, alpha",
+]
 TOPK = {"sae.k_aux": None, "sae.aux_coeff": 0.03125, "sae.dead_steps": 250}
 
 
@@ -71,16 +77,17 @@ def test_report_json_labels_and_topk_curve_over_k(tmp_path: Path) -> None:
     arms = {c["condition"]["sae_type"] for c in sec["cells"]}
     assert arms == {"none", "normalized_sae", "none+decoder_norm", "none+expected_norm", "topk"}
     matched = sec["matched_l0"]["layer_0"]
-    assert len(matched["targets"]) == 3
+    assert len(matched["targets"]) == 5
     rows = [v for v in matched["values"] if v["metric"] == "explained_variance"]
-    assert {v["condition"] for v in rows} == {*ARMS, "topk/none/alpha"}
+    assert {v["condition"] for v in rows} == {*WORDS, "TopK SAE, plain loss, alpha"}
     for v in rows:  # every arm interpolated at the shared targets, topk over its k
-        j = [*ARMS, "topk/none/alpha"].index(v["condition"])
+        j = [*WORDS, "TopK SAE, plain loss, alpha"].index(v["condition"])
         offset = 0.5 if j == len(ARMS) else 0.1 * j
         assert v["value"] == pytest.approx(ev_of(v["target"], offset))
         assert not v["extrapolated"]
     md = (tmp_path / "report.md").read_text()
-    assert "none+expected_norm/none/alpha" in md and "## Section: all runs" in md
+    assert "standard SAE + expected-norm rescaling, plain loss, alpha" in md
+    assert "## Section: all runs" in md
 
 
 def test_runs_without_the_new_keys_join_their_default_condition(tmp_path: Path) -> None:

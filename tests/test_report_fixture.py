@@ -76,9 +76,11 @@ def write_run(
     name: str,
     cfg: dict[str, Any],
     values: dict[str, float | list[float]] | None = None,
+    layer_norms: tuple[float, ...] | None = None,
 ) -> Path:
     """A finished run: every metric is 0.5 on every layer unless `values` says otherwise
-    (a float: all layers; a list: per layer). l0_cv comes from values["l0_cv"] (else 0.1)."""
+    (a float: all layers; a list: per layer). l0_cv comes from values["l0_cv"] (else 0.1);
+    `layer_norms`: each layer's mean ||x|| in norm_stats.json (else 10 on every layer)."""
     run = sweep / name
     (run / "logs").mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -113,12 +115,13 @@ def write_run(
     }  # fmt: skip
     (run / "metrics.json").write_text(json.dumps(summary))
     stats = {f"layer_{i}": {
-        "mean": 10.0, "std": 3.0, "q01": 4.0, "q05": 5.0, "q25": 8.0, "q50": 10.0, "q75": 12.0,
+        "mean": layer_norms[j] if layer_norms else 10.0, "std": 3.0, "q01": 4.0,
+        "q05": 5.0, "q25": 8.0, "q50": 10.0, "q75": 12.0,
         "q95": 15.0, "q99": 25.0 if i else 15.0, "max": 90.0, "n_tokens": 512,
         "position_0": {"mean": 80.0 if i else 12.0, "n_tokens": 32}, "rest_mean": 10.0,
         "decile_edges": list(range(1, 10)),
         "histogram": {"edges": list(np.linspace(0, 100, 41)), "counts": [3] * 40}}
-        for i in LAYERS}  # fmt: skip
+        for j, i in enumerate(LAYERS)}  # fmt: skip
     (run / "norm_stats.json").write_text(json.dumps({"layers": stats, "coefficients": {}}))
     steps = list(range(0, 101, 10))
     lines = ["step,train/loss,train/l0/mean,train/fvu/mean,val/l0/mean"]

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from nsae.report import verdicts as v
 from nsae.report.sections.dictionary import mean_cos, nn_max_cos
 from nsae.report.sections.premise import high_norm
 from nsae.report.stats import Stat, converged, diff_ci, interp_log, mean_ci, targets
@@ -66,54 +65,6 @@ def test_convergence_over_last_fifth() -> None:
     ok, move = converged(steps, [50, 30, 20, 12, 9.0, 9.5, 10.0])
     assert ok is False and move == pytest.approx(0.1)
     assert converged([0, 50, 100], [3.0, 2.0, 1.0]) == (None, None)  # one point in window
-
-
-@pytest.mark.parametrize(
-    ("stat", "expected", "verdict"),
-    [
-        (Stat(-0.15, 0.03, 2), -1, v.SUPPORTED),
-        (Stat(0.15, 0.03, 2), -1, v.CONTRADICTED),
-        (Stat(-0.01, 0.03, 2), -1, v.INCONCLUSIVE),
-        (Stat(-0.15, None, 1), -1, v.INCONCLUSIVE),
-        (Stat(0.2, 0.1, 3), +1, v.SUPPORTED),
-    ],
-)
-def test_sign_rule(stat: Stat, expected: int, verdict: str) -> None:
-    assert v.sign(stat, expected) == verdict
-
-
-def test_no_effect_within_and_on_par_rules() -> None:
-    assert v.no_effect(Stat(0.01, 0.05, 3)) == v.SUPPORTED
-    assert v.no_effect(Stat(0.2, 0.05, 3)) == v.CONTRADICTED
-    assert v.no_effect(Stat(0.0, None, 1)) == v.INCONCLUSIVE
-    assert v.within(Stat(0.96, 0.02, 3), 0.9, 1.1) == v.SUPPORTED
-    assert v.within(Stat(0.5, 0.1, 3), 0.9, 1.1) == v.CONTRADICTED
-    assert v.within(Stat(0.92, 0.05, 3), 0.9, 1.1) == v.INCONCLUSIVE
-    # on par: CI of the difference within +-1% of the reference 0.5, i.e. +-0.005
-    assert v.on_par(Stat(0.001, 0.002, 3), 0.5) == v.SUPPORTED
-    assert v.on_par(Stat(0.02, 0.005, 3), 0.5) == v.CONTRADICTED
-    assert v.on_par(Stat(0.004, 0.003, 3), 0.5) == v.INCONCLUSIVE
-
-
-def test_slope_removed_and_combine() -> None:
-    up, flat, still = Stat(0.5, 0.1, 3), Stat(0.0, 0.1, 3), Stat(0.4, 0.1, 3)
-    assert v.slope_removed(up, [flat, flat]) == v.SUPPORTED
-    assert v.slope_removed(up, [flat, still]) == v.CONTRADICTED
-    assert v.slope_removed(Stat(-0.5, 0.1, 3), [flat]) == v.CONTRADICTED  # no rise to remove
-    assert v.slope_removed(Stat(0.5, None, 1), [flat]) == v.INCONCLUSIVE
-    assert v.slope_removed(up, []) == v.INCONCLUSIVE
-    S, C, I = v.SUPPORTED, v.CONTRADICTED, v.INCONCLUSIVE  # noqa: E741
-    assert v.combine([S, S, I]) == S
-    assert v.combine([S, I, I]) == I
-    assert v.combine([C, C, I]) == C
-    assert v.combine([S, S, C]) == I
-    assert v.combine([]) == I
-    rows = [
-        {"verdict": S},
-        {"verdict": I, "extrapolated": True},
-        {"verdict": I, "extrapolated": True},
-    ]
-    assert v.counted(rows) == [S] and v.combine(v.counted(rows)) == S  # only in-range ones count
 
 
 def test_high_norm_rule() -> None:

@@ -6,13 +6,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 from nsae.errors import NsaeError
-from nsae.report.document import Block, Heading, Text, to_html, to_markdown
+from nsae.report.document import (
+    Block,
+    Collapsed,
+    Contents,
+    Heading,
+    Table,
+    Text,
+    to_html,
+    to_markdown,
+)
 from nsae.report.groups import sections
-from nsae.report.runs import load_sweep
+from nsae.report.runs import Run, load_sweep
 from nsae.report.sections import (
     Ctx,
     claims,
@@ -22,7 +32,9 @@ from nsae.report.sections import (
     header,
     matched,
     premise,
+    premise_effect,
     results,
+    summary,
 )
 
 
@@ -42,11 +54,15 @@ def build(sweep_dir: Path, figures: bool = True) -> tuple[Path, Path, list[str]]
     out.mkdir(exist_ok=True)
     for old in out.glob("*.png"):
         old.unlink()
-    blocks, record = header.build(runs, sweep_dir, problems)
+    top, setup, record = header.build(runs, sweep_dir, problems)
     record["sections"] = []
     secs = sections(runs)
-    if len(secs) > 1:
-        blocks.append(
+    many = len(secs) > 1
+    body: list[Block] = []
+    appendix: list[Block] = []
+    entries: list[dict] = []
+    if many:
+        body.append(
             Text(
                 f"The runs differ in more than the grid axes and the seed: "
                 f"{len(secs)} sections, never mixed, titled by the differing keys."
@@ -56,28 +72,62 @@ def build(sweep_dir: Path, figures: bool = True) -> tuple[Path, Path, list[str]]
         ctx = Ctx(
             sweep_dir,
             out,
-            f"s{i}_" if len(secs) > 1 else "",
+            f"s{i}_" if many else "",
             {
                 "title": sec.title,
                 "setting": {k: repr(v) for k, v in sec.setting.items()},
-                "runs": sorted(r.rel for r in sec.runs),
+                "runs": sorted((r.rel for r in sec.runs), key=natural),
             },
             figures,
         )
-        body: list[Block] = []
-        body += premise.build(sec, ctx)
-        body += results.build(sec, ctx)
-        figs = matched.build(sec, ctx)  # before claims: claims show its Pareto figures
-        body += claims.build(sec, ctx)
-        body += ground_truth.build(sec, ctx)  # synthetic sources only; [] otherwise
-        body += figs + curves.build(sec, ctx) + dictionary.build(sec, ctx)
-        blocks += [Heading(f"Section: {sec.title}"), *body]
+        pareto = matched.pareto_figures(sec, ctx)
+        first = premise.build(sec, ctx)
+        results_table = results.build(sec, ctx)
+        matched_table = matched.build(sec, ctx)
+        claim_part = claims.build(sec, ctx) + ground_truth.build(sec, ctx)
+        rest = curves.build(sec, ctx) + dictionary.build(sec, ctx)
+        title = f"Section: {sec.title}"
+        if pareto:
+            pareto = [Heading("Pareto frontiers", 3, f"{ctx.prefix}pareto"), *pareto]
+        body += [Heading(title, 2, f"{ctx.prefix}section"), *pareto, *first, *claim_part, *rest]
+        appendix += [Heading(title, 3), *results_table, *matched_table]
+        for e in ctx.verdicts:
+            entries.append({**e, "section": sec.title if many else ""})
         record["sections"].append(ctx.record)
+    across = Ctx(sweep_dir, out, "x_", {}, figures)
+    body += premise_effect.build(secs, across)
+    entries += across.verdicts
+    if across.record:
+        record["across_sources"] = across.record
+    seeds = record.get("seeds", [])
+    n_done = sum(r.status == "done" for r in runs)
+    blocks: list[Block] = [
+        *top,
+        *summary.build(entries, n_done, seeds, many),
+        Contents(),
+        *summary.glossary(),
+        *body,
+        *setup,
+        Heading("Appendix", 2, "appendix"),
+        Collapsed("Per-cell results and matched-L0 tables", appendix),
+        Collapsed("Run directories", [run_table(runs)]),
+    ]
+    record["verdicts"] = entries
     md, page = sweep_dir / "report.md", sweep_dir / "report.html"
     md.write_text(to_markdown(blocks))
     page.write_text(to_html(blocks, f"nsae report: {sweep_dir.name}", sweep_dir))
     (sweep_dir / "report.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
     return md, page, [f"{rel}: {p}" for rel, p in problems]
+
+
+def natural(name: str) -> list:
+    """A sort key that orders numbers by value: 2_x before 10_x."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def run_table(runs: list[Run]) -> Table:
+    rows = [[r.rel, r.status, r.problem or ""] for r in sorted(runs, key=lambda r: natural(r.rel))]
+    return Table(["run directory", "status", "problem"], rows)
 
 
 def publish_wandb(md: Path) -> None:

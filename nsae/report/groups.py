@@ -32,9 +32,32 @@ BOOKKEEPING = ("resume", "logger", "hydra", "data.cache_dir", "data.num_workers"
 Condition = tuple[str, str, str, float | None]  # arm, norm, coeff mode, beta exponent k
 
 
+SAE_WORDS = {
+    "none": "standard SAE",
+    "normalized_sae": "Normalized SAE",
+    "topk": "TopK SAE",
+    "batchtopk": "BatchTopK SAE",
+    "jumprelu": "JumpReLU SAE",
+    "gated": "Gated SAE",
+    "matryoshka": "Matryoshka SAE",
+}
+TAG_WORDS = {"decoder_norm": "decoder-norm L1", "expected_norm": "expected-norm rescaling"}
+NORM_WORDS = {
+    "none": "plain loss",
+    "input_norm": "loss / ||x||",
+    "input_norm_squared": "loss / ||x||²",
+}
+
+
 def label(cond: Condition) -> str:
+    """The condition in words, e.g. "standard SAE, plain loss, alpha" or
+    "Normalized SAE, loss / ||x||, beta (k=1)"; an arm's baselines follow its type
+    ("standard SAE + decoder-norm L1, ...")."""
     sae, norm, coeff, k = cond
-    return f"{sae}/{norm}/{coeff}" + ("" if k is None else f"(k={k:g})")
+    base, *tags = sae.split("+")
+    arm = " + ".join([SAE_WORDS.get(base, base), *(TAG_WORDS.get(t, t) for t in tags)])
+    mode = coeff + ("" if k is None else f" (k={k:g})")
+    return f"{arm}, {NORM_WORDS.get(norm, norm)}, {mode}"
 
 
 def order(cond: Condition) -> tuple:

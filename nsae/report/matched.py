@@ -1,37 +1,58 @@
-"""Matched L0: a condition's runs over alpha form a curve (L0, metric) per layer; values at
-a common L0 are interpolated in log L0 (stats.interp_log).
+"""Matched L0: a condition's runs over alpha form a curve (L0, metric) per layer and seed;
+conditions are compared at common L0 targets, interpolated in log L0 (stats.interp_log).
 
-The table value is the seed-averaged curve's (mean over seeds per alpha, then
-interpolated); the CI comes from the seeds' own curves, each interpolated at the target.
-A value is flagged `extrapolated` where the target lies outside the seed-averaged curve's
-L0 range or outside any seed's range."""
+- A quality metric (one with a better direction, QUALITY) is read off each seed's Pareto
+  frontier (stats.frontier: its non-dominated points), so a curve never runs through a
+  dominated point (L0 is not always monotone in alpha). Other metrics (feature suppression,
+  slopes, L0 CV, dead fraction) are read off all of a seed's points sorted by L0.
+- The targets of a comparison lie inside the L0 range that every seed's curve of every
+  compared condition covers (`shared_targets`: five log-spaced points, both ends included),
+  so no compared value is ever extrapolated. Without a shared range there is no comparison.
+- A value at a target is the mean over seeds of each seed's interpolated value, with its CI
+  over seeds (`Matched.stat`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from nsae.report.groups import Cell
-from nsae.report.stats import Stat, interp_log, mean_ci
+from nsae.report.stats import Stat, frontier, interp_log, log_targets, mean_ci, shared_range
+
+QUALITY = {  # metric: higher is better
+    "explained_variance": True,
+    "reconstruction_score": True,
+    "kl": False,
+    "ce_loss_score": True,
+    "kl_div_score": True,
+    "cosine": True,
+    "fvu": False,
+    "mse": False,
+    "mcc": True,
+    "f1": True,
+}
+N_TARGETS = 5
 
 
 @dataclass
 class Matched:
     target: float
-    value: float | None  # the seed-averaged curve at the target
     seeds: list[float | None]  # each seed's curve at the target (seed order)
-    extrapolated: bool
     sources: list[str]
     absent: bool = False  # no run of the curve has this metric (e.g. no splice metrics)
+    extrapolated: bool = False  # the target lies outside some seed's curve
 
     @property
     def stat(self) -> Stat | None:
-        s = mean_ci(self.seeds)
-        if s is None or self.value is None:
-            return s
-        return Stat(self.value, s.half, s.n)
+        return None if self.extrapolated else mean_ci(self.seeds)
+
+    @property
+    def value(self) -> float | None:
+        s = self.stat
+        return None if s is None else s.mean
 
 
 def seed_ids(cells: list[Cell]) -> list[int]:
@@ -41,8 +62,8 @@ def seed_ids(cells: list[Cell]) -> list[int]:
 def curve(
     cells: list[Cell], metric: str, layer: int | str, seed: int | None = None
 ) -> tuple[list[float], list[float]]:
-    """Points (L0, metric) of one seed's runs, or (seed=None) of the seed means per alpha;
-    an alpha with a missing value is left out."""
+    """Points (L0, metric) of one seed's runs, or (seed=None) of the seed means per alpha, in
+    cell order; an alpha with a missing value is left out."""
     xs, ys = [], []
     for c in cells:
         runs = [r for r in c.done if seed is None or r.seed == seed]
@@ -54,9 +75,38 @@ def curve(
     return xs, ys
 
 
+def seed_curve(
+    cells: list[Cell], metric: str, layer: int | str, seed: int | None
+) -> tuple[list[float], list[float]]:
+    """The curve a comparison reads: the Pareto frontier for a quality metric, else every
+    point sorted by L0."""
+    xs, ys = curve(cells, metric, layer, seed)
+    if metric in QUALITY:
+        return frontier(xs, ys, QUALITY[metric])
+    pts = sorted((a, b) for a, b in zip(xs, ys, strict=True) if a > 0 and math.isfinite(b))
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def span(xs: list[float]) -> tuple[float, float] | None:
+    return (min(xs), max(xs)) if xs else None
+
+
+def shared_targets(
+    conditions: list[list[Cell]], metric: str, layer: int | str, n: int = N_TARGETS
+) -> list[float]:
+    """n log-spaced L0 targets inside the range every seed's curve of every condition
+    covers; [] if some seed has no curve or the ranges do not overlap."""
+    ranges = [
+        span(seed_curve(cells, metric, layer, s)[0])
+        for cells in conditions
+        for s in seed_ids(cells) or [None]
+    ]
+    return log_targets(shared_range(ranges), n)
+
+
 def l0_range(cells: list[Cell], layer: int | str) -> tuple[float, float] | None:
-    xs, _ = curve(cells, "l0", layer)
-    xs = [x for x in xs if x > 0]
+    """The L0 range of the seed-averaged curve (figures and tables that show every point)."""
+    xs = [x for x in curve(cells, "l0", layer)[0] if x > 0]
     return (min(xs), max(xs)) if xs else None
 
 
@@ -67,15 +117,21 @@ def at(
     target: float,
     transform: Callable[[float], float] = lambda v: v,
 ) -> Matched:
-    """`metric` at L0 = target on `layer` (or "mean": the layer means), `transform` applied
-    after interpolation (e.g. |1 - v| for feature suppression)."""
-    points = curve(cells, metric, layer)
-    value, extra = interp_log(*points, target)
-    seeds = []
+    """`metric` at L0 = target on `layer` (or "mean": the layer means) for each seed,
+    `transform` applied after interpolation (e.g. |1 - v| for feature suppression). A target
+    outside a seed's curve (beyond float rounding) marks the value extrapolated: no stat."""
+    seeds: list[float | None] = []
+    extra, absent = False, True
     for s in seed_ids(cells):
-        v, e = interp_log(*curve(cells, metric, layer, s), target)
-        seeds.append(None if v is None else transform(v))
+        xs, ys = seed_curve(cells, metric, layer, s)
+        absent = absent and not xs
+        t = target
+        if xs and math.isclose(t, xs[0], rel_tol=1e-9):
+            t = xs[0]
+        if xs and math.isclose(t, xs[-1], rel_tol=1e-9):
+            t = xs[-1]
+        v, e = interp_log(xs, ys, t)
         extra = extra or e
+        seeds.append(None if v is None or e else transform(v))
     sources = sorted({src for c in cells for src in c.sources})
-    value = None if value is None else transform(value)
-    return Matched(target, value, seeds, extra, sources, absent=not points[0])
+    return Matched(target, seeds, sources, absent=absent, extrapolated=extra)

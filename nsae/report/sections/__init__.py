@@ -19,6 +19,7 @@ class Ctx:
     prefix: str = ""  # the section's file-name prefix, e.g. "s0_"
     record: dict[str, Any] = field(default_factory=dict)  # this section's report.json entry
     figures: bool = True  # False: numbers only (no figure drawn, none shown)
+    verdicts: list[dict[str, Any]] = field(default_factory=list)  # the verdict table's rows
 
     def figure(self, name: str, caption: str, draw: Callable[[Path], Any]) -> list[Block]:
         """Draw figure `name` with draw(path); return the block that shows it."""

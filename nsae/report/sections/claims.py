@@ -1,201 +1,343 @@
-"""The claims, each with a verdict computed from the data (verdicts.py), its numbers and
-its figure. Comparisons at matched L0 use each pair's own shared L0 range; extrapolated
-values never count (they read 'inconclusive: extrapolated')."""
+"""The write-up's claims, each judged as the write-up states it (judge.py, verdicts.py), with
+its rule, its verdict per scope, the comparisons it rests on and its figures.
+
+Scopes: the write-up compares its configuration (the Normalized SAE, plain loss, beta:
+judge.WRITEUP) with the standard SAE as usually trained (plain loss, alpha: judge.BASELINE);
+that comparison comes first and heads the verdict table. Each claim adds the scopes that
+test it more widely (every matched pair), and shows conditions the write-up never proposed
+apart (not counted)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from nsae.report import plots, verdicts
 from nsae.report.document import Block, Heading, Table, Text
-from nsae.report.groups import Condition, Section, label
-from nsae.report.matched import at, curve, l0_range
-from nsae.report.sections import Ctx, fmt_stat
-from nsae.report.stats import diff_ci, targets
+from nsae.report.groups import Section, label
+from nsae.report.judge import (
+    BASELINE,
+    WRITEUP,
+    Judgement,
+    as_json,
+    find,
+    fmt,
+    judgement,
+    matched_rows,
+    pairs,
+    sae_pairs,
+)
+from nsae.report.matched import at, curve, shared_targets
+from nsae.report.runs import Run
+from nsae.report.sections import Ctx
+from nsae.report.stats import Stat
 
-Rule = Callable[[Any, float], str]  # (difference Stat, reference value) -> verdict
-
-
-def pairs(
-    section: Section,
-    x_ok: Callable[[Condition], bool],
-    y_ok: Callable[[Condition], bool],
-    key: Callable[[Condition], tuple],
-) -> list:
-    """(x, y) condition pairs with numbers, x_ok(x), y_ok(y) and equal key(x) == key(y)."""
-    conds = [c for c, cells in section.cells.items() if any(x.done for x in cells)]
-    return [(x, y) for x in conds for y in conds if x_ok(x) and y_ok(y) and key(x) == key(y)]
-
-
-def sae_pairs(section: Section) -> list:
-    """(Normalized SAE, standard SAE) with the same loss and coefficient mode."""
-    return pairs(
-        section, lambda c: c[0] == "normalized_sae", lambda c: c[0] == "none", lambda c: c[1:3]
-    )
+ELASTICITY = "norm_l0_elasticity"
 
 
-def matched_diff(
-    section: Section,
-    x: Condition,
-    y: Condition,
-    metric: str,
-    layer: int | str,
-    rule: Rule,
-    transform: Callable[[float], float] = lambda v: v,
-) -> list[dict]:
-    """x - y at the pair's shared L0 targets on one layer, with each target's verdict."""
-    cx, cy = section.cells[x], section.cells[y]
-    ranges = [r for r in (l0_range(cx, layer), l0_range(cy, layer)) if r is not None]
-    tgts, overlap = targets(ranges)
+@dataclass
+class Claim:
+    key: str
+    statement: str  # as the write-up states it
+    rule: str
+    judge: Callable[[Section], list[Judgement]]
+    figures: list[str]
+    short: str = ""  # the claim in a few words, for the verdict table
+
+
+def headline_pairs(section: Section, pooled: list) -> list[tuple[str, list, bool]]:
+    """[(scope, [(x, y)], counted)]: the write-up's comparison, then every matched pair."""
     out = []
-    for t in tgts:
-        mx, my = at(cx, metric, layer, t, transform), at(cy, metric, layer, t, transform)
-        if mx.absent or my.absent:
-            return []  # the metric was not computed (e.g. metrics.splice=false)
-        d = diff_ci(mx.seeds, my.seeds)
-        extra = mx.extrapolated or my.extrapolated or not overlap
-        ref = my.value if my.value is not None else 0.0
-        out.append(
-            {
-                "pair": f"{label(x)} - {label(y)}",
-                "layer": layer,
-                "target": t,
-                "x": mx.stat,
-                "y": my.stat,
-                "diff": d,
-                "extrapolated": extra,
-                "verdict": verdicts.INCONCLUSIVE if extra else rule(d, ref),
-                "sources": sorted(set(mx.sources) | set(my.sources)),
-            }
-        )
+    w, b = find(section, WRITEUP), find(section, BASELINE)
+    if w and b:
+        out.append((f"{label(w)} vs {label(b)} (the write-up's comparison)", [(w, b)], True))
+    if pooled:
+        out.append(("every matched pair (same loss and coefficient mode), pooled", pooled, True))
     return out
 
 
-def claim1(section: Section) -> list[dict]:
+# claim 1 ---------------------------------------------------------------------------------
+
+
+def _shrinkage_rows(section: Section, x: Any, y: Any) -> list[dict]:
     rows = []
-    for x, y in sae_pairs(section):
-        for layer in section.layers():
-            rows += matched_diff(
-                section,
-                x,
-                y,
-                "feature_suppression",
-                layer,
-                lambda d, _: verdicts.sign(d, -1),
-                lambda v: abs(1 - v),
-            )
+    for layer in section.layers():
+        fs = matched_rows(
+            section,
+            x,
+            y,
+            "feature_suppression",
+            layer,
+            lambda d, _: verdicts.sign(d, -1),
+            lambda v: abs(1 - v),
+            "|1 − FS|",
+        )
+        rrb = matched_rows(
+            section,
+            x,
+            y,
+            "relative_reconstruction_bias",
+            layer,
+            lambda d, _: verdicts.sign(d, -1),
+            lambda v: abs(1 - v),
+            "|1 − RRB|",
+        )
+        by_target = {r["target"]: r for r in rrb}
+        for r in fs:
+            other = by_target.get(r["target"])
+            if other is None or r["target"] is None:
+                rows.append(r)
+                continue
+            v = verdicts.agree(r["verdict"], other["verdict"])
+            note = "" if v == r["verdict"] else f"FS {r['verdict']}, RRB {other['verdict']}"
+            rows.append({**r, "diff2": other["diff"], "verdict": v, "note": note})
     return rows
 
 
-def claim5(section: Section) -> list[dict]:
-    rows = []
-    for x, y in sae_pairs(section):
-        for metric in ("reconstruction_score", "kl"):
-            for layer in section.layers():
-                for r in matched_diff(section, x, y, metric, layer, verdicts.on_par):
-                    rows.append({**r, "pair": f"{r['pair']} [{metric}]"})
+def claim1(section: Section) -> list[Judgement]:
+    return [
+        judgement(scope, [r for x, y in prs for r in _shrinkage_rows(section, x, y)], counted)
+        for scope, prs, counted in headline_pairs(section, sae_pairs(section))
+    ]
+
+
+# claim 2 ---------------------------------------------------------------------------------
+
+
+def elasticity(run: Run) -> float | None:
+    """The least-squares slope of log L0 against log(mean ||x||) over the run's layers
+    (the layer's mean norm from norm_stats.json): 0 = a layer's L0 does not follow its
+    norm. None with fewer than two layers of distinct norm."""
+    layers = (run.norm_stats or {}).get("layers", {})
+    pts = []
+    for i in run.layers():
+        n, l0 = (layers.get(f"layer_{i}") or {}).get("mean"), run.value("l0", i)
+        if n and l0 and n > 0 and l0 > 0:
+            pts.append((math.log(n), math.log(l0)))
+    if len(pts) < 2 or max(p[0] for p in pts) - min(p[0] for p in pts) < 1e-9:
+        return None
+    return float(np.polyfit([p[0] for p in pts], [p[1] for p in pts], 1)[0])
+
+
+def add_elasticity(runs: list[Run]) -> None:
+    for r in runs:
+        if r.summary is not None and ELASTICITY not in r.summary["metrics"]:
+            r.summary["metrics"][ELASTICITY] = {"mean": elasticity(r)}
+
+
+def _removed_rows(section: Section, x: Any, y: Any) -> list[dict]:
+    """x's effect removed against y's: y's CI above 0 and x's inside +-20% of y's mean."""
+    rows = matched_rows(section, x, y, ELASTICITY, "mean", lambda d, _: "n/a", what="elasticity")
+    for r in rows:
+        if r["x"] is not None:
+            r["verdict"] = verdicts.removed(r["y"], r["x"])
+            r["key"] = f"x {fmt(r['x'])}, y {fmt(r['y'])} at mean L0 {r['target']:.3g}"
     return rows
 
 
-def claim3(section: Section) -> list[dict]:
+def claim2(section: Section) -> list[Judgement]:
+    add_elasticity(section.runs)
+    out = []
+    w, b = find(section, WRITEUP), find(section, BASELINE)
+    if w and b:
+        out.append(judgement(f"{label(w)} vs {label(b)}", _removed_rows(section, w, b)))
+    others = [c for c in section.cells if c[0] == "normalized_sae" and c != w]
+    for c in others:
+        if b and any(x.done for x in section.cells[c]):
+            out.append(judgement(f"{label(c)} vs {label(b)}", _removed_rows(section, c, b), False))
+    return out
+
+
+def slope_table(section: Section) -> list[Block]:
+    """The within-layer L0-norm slope of every condition at one matched L0 per layer (the
+    middle of the range every seed of every condition covers)."""
+    conds = [c for c, cells in section.cells.items() if any(x.done for x in cells)]
     rows = []
+    for layer in section.layers():
+        tgts = shared_targets([section.cells[c] for c in conds], "l0_norm_slope", layer)
+        if not tgts:
+            rows.append([str(layer), "no shared L0", "", "", ""])
+            continue
+        t = tgts[len(tgts) // 2]
+        for c in conds:
+            s = at(section.cells[c], "l0_norm_slope", layer, t).stat
+            a = at(section.cells[c], "dead_fraction", layer, t, lambda v: 1 - v).stat
+            rows.append([str(layer), f"{t:.3g}", label(c), fmt(s), fmt(a)])
+    return [
+        Text(
+            "Beside it, within each layer: l0_norm_slope (the least-squares slope of a token's "
+            "log L0 against its log ||x||) of every condition, at the middle of the L0 range "
+            "all conditions share on that layer. 0: a token's L0 does not follow its norm."
+        ),
+        Table(["layer", "L0", "condition", "l0_norm_slope", "alive latents"], rows),
+    ]
+
+
+# claim 3 ---------------------------------------------------------------------------------
+
+
+def claim3(section: Section) -> list[Judgement]:
+    def beta_vs_alpha(x: Any, y: Any) -> list[dict]:
+        return matched_rows(
+            section, x, y, "l0_cv", "mean", lambda d, _: verdicts.sign(d, -1), what="L0 CV"
+        )
+
     beta = lambda c: c[2] == "beta" and c[3] != 0  # noqa: E731 - k = 0: beta is alpha
-    for x, y in pairs(section, beta, lambda c: c[2] == "alpha", lambda c: c[:2]):
-        rows += matched_diff(section, x, y, "l0_cv", "mean", lambda d, _: verdicts.sign(d, -1))
-    return rows
+    prs = pairs(section, beta, lambda c: c[2] == "alpha", lambda c: c[:2])
+    # the write-up's configuration first, then each SAE type with the plain loss; the
+    # normalised losses with beta were never proposed: apart, not pooled
+    prs.sort(key=lambda p: (p[0][:3] != WRITEUP[:3], p[0][1] != "none", p[0][0]))
+    out = []
+    for x, y in prs:
+        proposed = x[1] == "none"
+        tag = " (the write-up's configuration)" if x[:3] == WRITEUP[:3] else ""
+        out.append(judgement(f"{label(x)} vs {label(y)}{tag}", beta_vs_alpha(x, y), proposed))
+    return out
 
 
-def claim2(section: Section) -> list[dict]:
-    rows = []
-    for coeff in ("alpha", "beta"):
-        conds = {c[1]: c for c in section.cells if c[0] == "none" and c[2] == coeff}
-        std = conds.get("none")
-        if std is None or section.representative(std) is None:
-            continue
-        others = [conds[n] for n in ("input_norm", "input_norm_squared") if n in conds]
-        if not others:
-            continue
-        cells = [section.representative(c) for c in [std, *others]]
-        for layer in section.layers():
-            s = [c.stat("l0_norm_slope", layer) if c else None for c in cells]
-            rows.append(
-                {
-                    "pair": "slopes: " + ", ".join(label(c) for c in [std, *others]),
-                    "layer": layer,
-                    "target": None,
-                    "x": s[0],
-                    "y": s[1:],
-                    "diff": None,
-                    "extrapolated": False,
-                    "verdict": verdicts.slope_removed(s[0], s[1:]),
-                    "sources": sorted({src for c in cells if c for src in c.sources}),
-                }
-            )
-    return rows
+# claim 4 ---------------------------------------------------------------------------------
 
 
-def claim4(section: Section) -> list[dict]:
+def noise_levels(section: Section) -> str:
+    vals = sorted(
+        {
+            str(r.config.get("sae.noise_std"))
+            for r in section.runs
+            if r.sae_type == "normalized_sae" and r.config.get("sae.noise_std") is not None
+        }
+    )
+    return ", ".join(vals) or "n/a"
+
+
+def claim4(section: Section) -> list[Judgement]:
     tol = verdicts.L1_L0_TOLERANCE
-    rows = []
-    for cond, cells in section.cells.items():
-        if cond[0] != "normalized_sae":
-            continue
-        for cell in (c for c in cells if c.done):
+    out = []
+    conds = [c for c in section.cells if c[0] == "normalized_sae"]
+    conds.sort(key=lambda c: c[:3] != WRITEUP[:3])
+    for cond in conds:
+        rows = []
+        for cell in (c for c in section.cells[cond] if c.done):
             s = cell.stat("l1_l0_ratio")
             rows.append(
                 {
-                    "pair": f"{label(cond)} alpha={cell.alpha:.3g}",
+                    "pair": f"{label(cond)}, alpha {cell.alpha:.3g}",
                     "layer": "mean",
-                    "target": None,
+                    "target": cell.stat("l0").mean if cell.stat("l0") else None,
+                    "metric": "L1/L0",
                     "x": s,
                     "y": None,
                     "diff": None,
-                    "extrapolated": False,
+                    "alive_x": _alive(cell.stat("dead_fraction")),
                     "verdict": verdicts.within(s, 1 - tol, 1 + tol),
+                    "key": f"L1/L0 {fmt(s)} at alpha {cell.alpha:.3g}",
                     "sources": cell.sources,
                 }
+            )
+        if rows:
+            out.append(judgement(label(cond), rows, cond[:3] == WRITEUP[:3]))
+    return out
+
+
+def _alive(dead: Stat | None) -> Stat | None:
+    return None if dead is None else Stat(1 - dead.mean, dead.half, dead.n)
+
+
+# claim 5 ---------------------------------------------------------------------------------
+
+
+def _par_rows(section: Section, x: Any, y: Any) -> list[dict]:
+    rows = []
+    for metric, higher in (("reconstruction_score", True), ("kl", False)):
+        for layer in section.layers():
+            rows += matched_rows(
+                section,
+                x,
+                y,
+                metric,
+                layer,
+                lambda d, ref, h=higher: verdicts.non_inferior(d, ref, h),
+                what=metric,
             )
     return rows
 
 
+def claim5(section: Section) -> list[Judgement]:
+    return [
+        judgement(scope, [r for x, y in prs for r in _par_rows(section, x, y)], counted)
+        for scope, prs, counted in headline_pairs(section, sae_pairs(section))
+    ]
+
+
+MAJORITY = (
+    "Verdict per scope: supported if a majority of its comparisons support it and none "
+    "contradicts it (contradicted likewise), else inconclusive; better if every comparison "
+    "is better. A comparison without a CI (one seed) is inconclusive."
+)
+MATCHED = (
+    "Comparisons at five log-spaced L0 targets inside the range that every seed's curve of "
+    "both conditions covers (Pareto frontiers for quality metrics), per layer; no value is "
+    "extrapolated."
+)
+
 CLAIMS = (
-    (
+    Claim(
         "feature_suppression",
-        "At matched L0, the Normalized SAE's feature suppression is closer "
-        "to 1 than the standard SAE's (difference of |1 - FS|, CI below 0).",
+        "“Feature suppression is suppressed in the Normalized SAE”: at matched L0 its "
+        "reconstructions are less shrunk than the standard SAE's.",
+        "x − y of |1 − FS| and of |1 − RRB| both have a CI below 0 (sign test); where the two "
+        "measures disagree the comparison is inconclusive. " + MATCHED,
         claim1,
         ["pareto_feature_suppression"],
+        "less shrinkage than the standard SAE",
     ),
-    (
-        "l0_norm_slope",
-        "Within a layer, the standard SAE's L0 rises with token norm "
-        "(l0_norm_slope CI above 0 with the plain loss, at the default alpha), and the "
-        "normalised losses remove that (their slope's CI includes 0).",
+    Claim(
+        "norm_l0_across_layers",
+        "“Normalizing L1 removes the correlation between input norm and L0”: across layers, "
+        "the baseline's L0 rises with the layer's mean input norm and the Normalized group's "
+        "does not.",
+        "Per run, the elasticity of L0 in the layer's mean norm (least-squares slope of "
+        "log L0 against log mean ||x|| over layers), at matched mean L0: supported if the "
+        "baseline's (y) CI lies above 0 and the Normalized SAE's (x) CI lies inside ± "
+        f"{verdicts.ABSENCE_MARGIN:.0%} of the baseline's elasticity (equivalence test); "
+        "contradicted if either fails outright.",
         claim2,
         ["l0_norm_slope"],
+        "no norm-L0 relation across layers",
     ),
-    (
+    Claim(
         "cross_layer_cv",
-        "Across layers, beta evens out L0: lower cross-layer L0 CV than alpha "
-        "at matched mean L0 (CI of beta - alpha below 0; k = 0 pairs are identical and left out).",
+        "β-coefficients (β_l = α n_l^k) even out L0 across layers: a lower cross-layer "
+        "coefficient of variation of L0 than α at matched mean L0.",
+        "x (beta) − y (alpha) of the L0 CV across layers has a CI below 0 (sign test), per "
+        "SAE type; k = 0 pairs are identical and left out. " + MATCHED,
         claim3,
         ["l0_cv"],
+        "beta evens out L0 across layers",
     ),
-    (
+    Claim(
         "l1_l0",
-        f"For the Normalized SAE, L1 is close to L0: l1/l0 within 1 ± "
-        f"{verdicts.L1_L0_TOLERANCE:g} (CI inside).",
+        "“L1 agrees with L0 better” in the Normalized SAE: its L1 is close to its L0.",
+        f"l1/l0 (mean over layers) has a CI inside 1 ± {verdicts.L1_L0_TOLERANCE:g}, per "
+        "coefficient cell.",
         claim4,
         ["l1_l0_ratio"],
+        "L1 close to L0",
     ),
-    (
+    Claim(
         "on_par",
-        "At matched L0, the Normalized SAE's reconstruction score and KL are on par with "
-        f"the standard SAE's: the difference's CI within ±{verdicts.PAR_TOLERANCE:.0%} of the "
-        "standard SAE's value.",
+        "“Normalization did not have an observable negative impact on performance”: at "
+        "matched L0 the Normalized SAE's reconstruction score and KL are on par with the "
+        "standard SAE's.",
+        "Non-inferiority: x − y has a CI above −"
+        f"{verdicts.PAR_MARGIN:.0%} of y on the worse side (KL: lower is better); better if "
+        "the CI lies wholly on the better side of 0. " + MATCHED,
         claim5,
         ["pareto_reconstruction_score", "pareto_kl"],
+        "reconstruction on par",
     ),
 )
 
@@ -203,7 +345,7 @@ CLAIMS = (
 def figures(section: Section, ctx: Ctx) -> None:
     """The figures only claims use: slopes per layer, L0 CV and L1/L0 against mean L0."""
     reps = {label(c): section.representative(c) for c in section.cells}
-    slope = {label_: ([], [], []) for label_ in reps}
+    slope: dict[str, tuple[list, list, list]] = {name: ([], [], []) for name in reps}
     for name, cell in reps.items():
         for layer in section.layers():
             s = cell.stat("l0_norm_slope", layer) if cell else None
@@ -211,8 +353,12 @@ def figures(section: Section, ctx: Ctx) -> None:
                 for lst, v in zip(slope[name], (layer, s.mean, s.half), strict=True):
                     lst.append(v)
     if any(v[0] for v in slope.values()):
-        panel = {"l0_norm_slope (default alpha)": slope}
-        ctx.figure("l0_norm_slope", "", lambda p: plots.panels(panel, "layer", "slope", p, hline=0))
+        panel = {"l0_norm_slope at the default alpha": slope}
+        ctx.figure(
+            "l0_norm_slope",
+            "",
+            lambda p: plots.panels(panel, "layer", "l0_norm_slope", p, hline=0),
+        )
     for metric, hline in (("l0_cv", None), ("l1_l0_ratio", 1.0)):
         data = {label(c): curve(cells, metric, "mean") for c, cells in section.cells.items()}
         if any(v[0] for v in data.values()):
@@ -225,72 +371,88 @@ def figures(section: Section, ctx: Ctx) -> None:
             )
 
 
-def _row(r: dict) -> list[str]:
-    y = r["y"]
-    ys = ", ".join(fmt_stat(s) for s in y) if isinstance(y, list) else fmt_stat(y)
-    tgt = "" if r["target"] is None else f"{r['target']:.3g}"
-    extra = " (extrapolated)" if r["extrapolated"] else ""
-    return [
-        r["pair"],
-        str(r["layer"]),
-        tgt,
-        fmt_stat(r["x"]),
-        ys,
-        fmt_stat(r["diff"]),
-        r["verdict"] + extra,
-    ]
+def _cells(r: dict, extra: bool) -> list[str]:
+    if r.get("target") is None and r.get("x") is None:
+        tgt = "—"
+    else:
+        tgt = "" if r.get("target") is None else f"{r['target']:.3g}"
+    alive = [r.get("alive_x"), r.get("alive_y")]
+    alive_txt = " / ".join("—" if a is None else f"{a.mean:.0%}" for a in alive)
+    note = f" ({r['note']})" if r.get("note") else ""
+    y = r.get("y")
+    cells = [r["pair"], str(r["layer"]), tgt, fmt(r.get("x")), fmt(y) if y is not None else "—"]
+    cells.append(fmt(r.get("diff")) if r.get("diff") is not None else "—")
+    if extra:
+        cells.append(fmt(r.get("diff2")) if r.get("diff2") is not None else "—")
+    return [*cells, alive_txt, r["verdict"] + note]
 
 
-def _json(r: dict) -> dict:
-    conv = lambda s: s.as_dict() if s is not None else None  # noqa: E731
-    y = [conv(s) for s in r["y"]] if isinstance(r["y"], list) else conv(r["y"])
-    return {**r, "x": conv(r["x"]), "y": y, "diff": conv(r["diff"])}
+def table(rows: list[dict]) -> Table:
+    what = rows[0].get("metric", "value")
+    extra = any("diff2" in r for r in rows)
+    head = ["comparison (x vs y)", "layer", "L0", f"x: {what}", f"y: {what}", "x − y"]
+    if extra:
+        head.append("x − y: |1 − RRB|")
+    return Table([*head, "alive latents x / y", "verdict"], [_cells(r, extra) for r in rows])
 
 
-def claim_blocks(claims: list, section: Section, ctx: Ctx, record_key: str) -> list[Block]:
-    """Each claim of `claims` ((key, statement, rows function, figures)) as its heading with
-    the verdict, the rule and counts, the comparison table and figures; the records go to
-    ctx.record[record_key]. Shared by the Claims and Ground truth sections."""
+def anchor(ctx: Ctx, key: str) -> str:
+    return f"{ctx.prefix}claim-{key}"
+
+
+def claim_blocks(claims: tuple[Claim, ...], section: Section, ctx: Ctx, record_key: str) -> list:
+    """Each claim as its heading, statement, rule, and per scope its verdict, caveats and
+    comparisons; the records go to ctx.record[record_key] and each judgement to the verdict
+    table (ctx.verdicts). Shared by the Claims and Ground truth sections."""
     blocks: list[Block] = []
     record = {}
-    for key, statement, fn, figs in claims:
-        rows = fn(section)
-        verdict = verdicts.combine(verdicts.counted(rows))
-        record[key] = {
-            "statement": statement,
-            "verdict": verdict,
-            "comparisons": [_json(r) for r in rows],
-        }
-        counts = {
-            v: sum(r["verdict"] == v for r in rows)
-            for v in (verdicts.SUPPORTED, verdicts.CONTRADICTED, verdicts.INCONCLUSIVE)
+    for claim in claims:
+        js = claim.judge(section)
+        head = js[0].verdict if js else verdicts.INCONCLUSIVE
+        record[claim.key] = {
+            "statement": claim.statement,
+            "rule": claim.rule,
+            "verdict": head,
+            "judgements": [as_json(j) for j in js],
         }
         blocks += [
-            Heading(f"{key}: {verdict.upper()}", 4),
-            Text(
-                f"{statement} Verdict rule: supported if a majority of the comparisons below are "
-                "supported and none is contradicted (contradicted likewise), else inconclusive; "
-                "a comparison without a CI (n = 1 seed) is inconclusive, and one at an L0 that "
-                "a curve (or one seed's) does not reach is listed but not counted. Comparisons: "
-                + ", ".join(f"{n} {v}" for v, n in counts.items())
-                + f" (of which {len(rows) - len(verdicts.counted(rows))} extrapolated, not "
-                "counted)."
-                + ("" if rows else " No comparable conditions (or metric) in this section.")
-            ),
+            Heading(f"{claim.key}: {head.upper()}", 4, anchor(ctx, claim.key)),
+            Text(f"**Claim.** {claim.statement}"),
+            Text(f"**Rule.** {claim.rule} {MAJORITY}"),
         ]
-        if rows:
-            blocks.append(
-                Table(
-                    ["comparison", "layer", "L0", "x", "y", "x - y", "verdict"],
-                    [_row(r) for r in rows],
-                )
+        if not js:
+            blocks.append(Text("No comparable conditions (or metric) in this section."))
+        for j in js:
+            ctx.verdicts.append(
+                {
+                    "claim": claim.short or claim.key,
+                    "key": claim.key,
+                    "scope": j.scope,
+                    "verdict": j.verdict,
+                    "number": j.key,
+                    "counted": j.counted,
+                    "caveats": j.caveats,
+                    "anchor": anchor(ctx, claim.key),
+                    "rule": claim.rule,
+                }
             )
-        for fig in figs:
-            blocks += ctx.existing(fig, f"{key}: {fig}")
+            apart = "" if j.counted else " (shown apart: not proposed by the write-up)"
+            blocks.append(Text(f"**{j.scope}**{apart}: **{j.verdict}**. Key number: {j.key}."))
+            if j.caveats:
+                blocks.append(Text("Caveats: " + "; ".join(j.caveats) + "."))
+            if j.rows:
+                blocks.append(table(j.rows))
+        if claim.key == "norm_l0_across_layers":
+            blocks += slope_table(section)
+        for fig in claim.figures:
+            blocks += ctx.existing(fig, f"{claim.key}: {fig}")
     ctx.record[record_key] = record
     return blocks
 
 
 def build(section: Section, ctx: Ctx) -> list[Block]:
     figures(section, ctx)
-    return [Heading("Claims", 3), *claim_blocks(CLAIMS, section, ctx, "claims")]
+    return [
+        Heading("Claims", 3, f"{ctx.prefix}claims"),
+        *claim_blocks(CLAIMS, section, ctx, "claims"),
+    ]

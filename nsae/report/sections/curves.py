@@ -58,6 +58,23 @@ def read_log(run: Run) -> dict[str, tuple[list[float], list[float]]]:
     return out
 
 
+def log_scale(series: dict[str, tuple[list[float], list[float]]]) -> bool:
+    """A log axis for these curves: every value > 0, spanning more than a factor 10."""
+    ys = [y for _, v in series.values() for y in v]
+    return bool(ys) and min(ys) > 0 and max(ys) > 10 * min(ys)
+
+
+def seed_mean(
+    curves: list[tuple[list[float], list[float]]],
+) -> tuple[list[float], list[float]]:
+    """The mean over seeds' curves at the steps every seed logged (one seed: itself)."""
+    if not curves:
+        return [], []
+    maps = [dict(zip(xs, ys, strict=True)) for xs, ys in curves]
+    steps = sorted(set.intersection(*(set(m) for m in maps)))
+    return steps, [float(np.mean([m[x] for m in maps])) for x in steps]
+
+
 def position0(section: Section) -> list[Block]:
     """The tokens at position 0 (by_norm_decile.position_0), seed means, per layer."""
     rows = []
@@ -108,9 +125,9 @@ def training(section: Section, ctx: Ctx) -> list[Block]:
             row.append(
                 {True: "yes", False: "no", None: "n/a"}[ok] + (f" ({moves})" if moves else "")
             )
-            for rel, lg in logs.items():
-                if metric in lg:
-                    figs[metric][f"{name} {rel}" if len(logs) > 1 else name] = lg[metric]
+            curve = seed_mean([lg[metric] for lg in logs.values() if metric in lg])
+            if curve[0]:
+                figs[metric][name] = curve
         record[name] = {"sources": sorted(logs), **verdicts}
         rows.append(row)
     ctx.record["convergence"] = record
@@ -127,8 +144,10 @@ def training(section: Section, ctx: Ctx) -> list[Block]:
         if series:
             blocks += ctx.figure(
                 f"training_{metric.replace(' ', '_')}",
-                f"training {metric}",
-                lambda p, m=metric, s=series: plots.panels({m: s}, "step", m, p),
+                f"training {metric} (mean over the seeds of each condition's default-alpha cell)",
+                lambda p, m=metric, s=series: plots.panels(
+                    {m: s}, "step", m, p, logy=log_scale(s), markers=False
+                ),
             )
     return blocks
 

@@ -148,6 +148,6 @@ def build(section: Section, ctx: Ctx) -> list[Block]:
         blocks += ctx.figure(
             "feature_density",
             "feature density histogram (log10 frequency)",
-            lambda p: plots.panels(dens, "log10 firing frequency", "features", p),
+            lambda p: plots.panels(dens, "log10 firing frequency", "number of features", p),
         )
     return blocks

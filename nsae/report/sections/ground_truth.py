@@ -10,16 +10,13 @@ e-fold of ||x||; 0 means the SAE adds no more spurious latents to high-norm toke
 low-norm ones. It is added to the run's metrics (per layer and the mean over layers) so the
 matched-L0 helpers read it like any metric.
 
-Claims (at each pair's shared L0 targets per layer, values interpolated in log L0; an
-extrapolated comparison is inconclusive; a claim's verdict is claims.py's majority rule):
-- `excess_l0_norm`: the standard SAE (sae_type=none, plain loss) has a slope CI above 0, and
-  each Normalized SAE condition's slope does not rise: its CI reaches 0 or below
-  (`rise_removed`; a slope that is smaller but still wholly above 0 contradicts it).
-- `excess_l0_norm_reduced`: the weaker claim that the Normalized SAE's slope is below the
-  standard SAE's: the CI of (Normalized - standard) wholly below 0 (`verdicts.sign`).
-- `recovery`: MCC and F1 of the Normalized SAE minus the standard SAE's are at least on par:
-  supported if the difference's CI lies above -1% of the standard's value, contradicted if
-  it lies wholly below that (`at_least_on_par`).
+Claims within a source (judge.py's matched-L0 comparisons; verdicts.py's rules):
+- `excess_l0_norm_reduced`: the Normalized SAE's slope is below the plain-loss standard
+  SAE's (`verdicts.sign` on x - y).
+- `recovery`: MCC and F1 of the Normalized SAE against the standard SAE, non-inferiority
+  (`verdicts.non_inferior`, the rule of the `on_par` claim).
+Whether the Normalized SAE *removes* the premise's effect is judged across sources, as a
+difference in differences (`premise.py`).
 """
 
 from __future__ import annotations
@@ -31,11 +28,12 @@ import numpy as np
 from nsae.report import plots, verdicts
 from nsae.report.document import Block, Heading, Text
 from nsae.report.groups import Condition, Section, label
+from nsae.report.judge import BASELINE, Judgement, find, judgement, matched_rows, pairs, sae_pairs
 from nsae.report.matched import curve
 from nsae.report.runs import Run
 from nsae.report.sections import Ctx
-from nsae.report.sections.claims import claim_blocks, matched_diff, pairs, sae_pairs
-from nsae.report.stats import Stat, mean_ci
+from nsae.report.sections.claims import Claim, claim_blocks
+from nsae.report.stats import mean_ci
 
 SLOPE = "excess_l0_norm_slope"
 GT_KEY = "ground_truth_by_norm_decile"
@@ -98,25 +96,6 @@ def has_ground_truth(section: Section) -> bool:
     return any(r.summary is not None and r.summary.get(GT_KEY) for r in section.runs)
 
 
-def rise_removed(standard: Stat | None, normalized: Stat | None) -> str:
-    """One comparison of `excess_l0_norm`: supported if the standard SAE's slope CI is above
-    0 and the Normalized SAE's reaches 0 or below; contradicted if the standard's CI is
-    wholly below 0 or the Normalized SAE's wholly above 0 (it rises, if less); else (or
-    without a CI) inconclusive."""
-    if normalized is None or normalized.half is None:
-        norm_part = verdicts.INCONCLUSIVE
-    elif normalized.lo <= 0:  # type: ignore[operator]
-        norm_part = verdicts.SUPPORTED
-    else:
-        norm_part = verdicts.CONTRADICTED
-    return verdicts.combine([verdicts.sign(standard, +1), norm_part], strict=True)
-
-
-def at_least_on_par(d: Stat | None, reference: float) -> str:
-    """Normalized - standard at least on par: CI above -PAR_TOLERANCE * |reference|."""
-    return verdicts.within(d, -verdicts.PAR_TOLERANCE * abs(reference), math.inf)
-
-
 def standard_pairs(section: Section) -> list[tuple[Condition, Condition]]:
     """(Normalized SAE with any loss, standard SAE with the plain loss), same coeff mode."""
     return pairs(
@@ -127,67 +106,62 @@ def standard_pairs(section: Section) -> list[tuple[Condition, Condition]]:
     )
 
 
-def excess_rows(section: Section) -> list[dict]:
+def reduced(section: Section) -> list[Judgement]:
     add_slopes(section.runs)
-    rows = []
-    for x, y in standard_pairs(section):
-        for layer in section.layers():
-            for r in matched_diff(section, x, y, SLOPE, layer, lambda d, _: "n/a"):
-                ok = not r["extrapolated"]
-                r["verdict"] = rise_removed(r["y"], r["x"]) if ok else r["verdict"]
-                rows.append(r)
-    return rows
-
-
-def reduced_rows(section: Section) -> list[dict]:
-    add_slopes(section.runs)
-    return [
+    rows = [
         r
         for x, y in standard_pairs(section)
         for layer in section.layers()
-        for r in matched_diff(section, x, y, SLOPE, layer, lambda d, _: verdicts.sign(d, -1))
+        for r in matched_rows(
+            section, x, y, SLOPE, layer, lambda d, _: verdicts.sign(d, -1), what="excess slope"
+        )
+    ]
+    return [judgement("each Normalized SAE condition vs the plain-loss standard SAE", rows)]
+
+
+def _recovery_rows(section: Section, x: Condition, y: Condition) -> list[dict]:
+    return [
+        r
+        for metric in RECOVERY_METRICS
+        for layer in section.layers()
+        for r in matched_rows(
+            section, x, y, metric, layer, lambda d, ref: verdicts.non_inferior(d, ref), what=metric
+        )
     ]
 
 
-def recovery_rows(section: Section) -> list[dict]:
-    rows = []
-    for x, y in dict.fromkeys([*sae_pairs(section), *standard_pairs(section)]):
-        for metric in RECOVERY_METRICS:
-            for layer in section.layers():
-                for r in matched_diff(section, x, y, metric, layer, at_least_on_par):
-                    rows.append({**r, "pair": f"{r['pair']} [{metric}]"})
-    return rows
+def recovery(section: Section) -> list[Judgement]:
+    out = []
+    n, s = find(section, ("normalized_sae", "none", "alpha", None)), find(section, BASELINE)
+    if n and s:
+        out.append(judgement(f"{label(n)} vs {label(s)}", _recovery_rows(section, n, s)))
+    prs = list(dict.fromkeys([*sae_pairs(section), *standard_pairs(section)]))
+    if prs:
+        rows = [r for x, y in prs for r in _recovery_rows(section, x, y)]
+        out.append(judgement("every Normalized SAE condition vs the standard SAE, pooled", rows))
+    return out
 
 
 CLAIMS = (
-    (
-        "excess_l0_norm",
-        "Against the truth, the standard SAE's excess L0 rises with the input norm and the "
-        "Normalized SAE's does not. Per layer and shared L0 target, excess_l0_norm_slope "
-        "(least-squares slope of the norm decile's excess L0 against its log mean norm): "
-        "supported if the standard SAE's (x = Normalized, y = standard) CI is above 0 and the "
-        "Normalized SAE's CI reaches 0 or below; contradicted if the standard's CI is below 0 "
-        "or the Normalized SAE's is wholly above 0 (its excess L0 still rises, even if less: "
-        "see excess_l0_norm_reduced).",
-        excess_rows,
-        ["gt_excess_l0_by_decile", "gt_excess_l0_norm_slope"],
-    ),
-    (
+    Claim(
         "excess_l0_norm_reduced",
-        "The weaker claim: at matched L0, the Normalized SAE's excess_l0_norm_slope is below "
-        "the standard SAE's (plain loss): supported if the CI of x - y is wholly below 0, "
-        "contradicted if wholly above 0.",
-        reduced_rows,
-        ["gt_excess_l0_norm_slope"],
+        "Against the truth, the Normalized SAE adds fewer spurious latents to high-norm tokens "
+        "than the standard SAE: at matched L0 its excess_l0_norm_slope is lower.",
+        "x − y of excess_l0_norm_slope (latents per e-fold of ||x||, i.e. per factor e ≈ 2.72 "
+        "of the norm) has a CI below 0 (sign test), per layer at matched L0.",
+        reduced,
+        ["gt_excess_l0_by_decile", "gt_excess_l0_norm_slope"],
+        "fewer spurious latents on high-norm tokens",
     ),
-    (
+    Claim(
         "recovery",
         "At matched L0, the Normalized SAE recovers the true features at least as well as the "
-        "standard SAE (same loss, and the plain-loss standard SAE): per layer, MCC and F1 of "
-        f"x - y, supported if its CI lies above -{verdicts.PAR_TOLERANCE:.0%} of y, "
-        "contradicted if it lies wholly below that.",
-        recovery_rows,
+        "standard SAE.",
+        "Non-inferiority of x − y in MCC and F1: CI above "
+        f"−{verdicts.PAR_MARGIN:.0%} of y; better if wholly above 0 (the rule of on_par).",
+        recovery,
         ["gt_pareto_mcc", "gt_pareto_f1"],
+        "recovers the true features on par",
     ),
 )
 

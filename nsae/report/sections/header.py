@@ -57,8 +57,9 @@ def _duration(seconds: float) -> str:
 
 def build(
     runs: list[Run], sweep: Path, problems: list[tuple[str, str]]
-) -> tuple[list[Block], dict]:
-    """Title, provenance table (each field's distinct values), run counts and problems."""
+) -> tuple[list[Block], list[Block], dict]:
+    """(title and one line on the sweep; the setup: provenance table, run counts, problems;
+    the record)."""
     done = [r for r in runs if r.status == "done"]
     record: dict[str, Any] = {"provenance": {}}
     rows = []
@@ -87,18 +88,21 @@ def build(
         for s in ("done", "skipped", "failed", "unfinished", "corrupt")
     }
     record["counts"] = counts
-    blocks: list[Block] = [
+    source = ", ".join(str(v) for v in record["provenance"].get("source", [])) or "n/a"
+    top: list[Block] = [
         Heading(f"nsae sweep report: {sweep.name}", 1),
         Text(
-            f"{len(runs)} run directories: "
+            f"SAEs trained on {source}; {len(runs)} run directories ("
             + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-            + ". Conditions are compared at matched L0, not at equal alpha. Seeds of one "
-            "condition are averaged: mean ± 95% Student-t CI over seeds (n seeds); with n = 1 "
-            "there is no CI and every verdict that needs one is inconclusive."
+            + "). Conditions are compared at matched L0, not at equal alpha; numbers are "
+            "mean ± 95% Student-t CI over seeds (n)."
         ),
-        Table(["", "value"], rows),
     ]
+    setup: list[Block] = [Heading("Setup", 2, "setup"), Table(["", "value"], rows)]
     if problems:
-        blocks += [Heading("Problems"), Table(["run dir", "problem"], [list(p) for p in problems])]
+        setup += [
+            Heading("Problems", 3),
+            Table(["run dir", "problem"], [list(p) for p in problems]),
+        ]
     record["problems"] = [{"run": a, "problem": b} for a, b in problems]
-    return blocks, record
+    return top, setup, record

@@ -63,7 +63,8 @@ def build(section: Section, ctx: Ctx) -> list[Block]:
             "high_norm_tokens": verdict,
         }
         if s.get("histogram"):
-            hists[name] = (s["histogram"]["edges"], s["histogram"]["counts"])
+            title = name.replace("_", " ")  # "layer 0"
+            hists[title] = (s["histogram"]["edges"], s["histogram"]["counts"])
     ctx.record["premise"] = record
     n_yes = sum(v["high_norm_tokens"] is True for v in record["layers"].values())
     blocks: list[Block] = [
@@ -92,6 +93,6 @@ def build(section: Section, ctx: Ctx) -> list[Block]:
         blocks += ctx.figure(
             "norm_histogram",
             "input-norm histogram per layer (symlog counts)",
-            lambda p: plots.histograms(hists, "||x||", p),
+            lambda p: plots.histograms(hists, "input norm ||x||", p),
         )
     return blocks

@@ -1,0 +1,129 @@
+"""The report's opening: a one-paragraph summary, the verdict table (every judged claim with
+its scope, rule, verdict, key number and a link to its section) and the glossary. Built from
+the judgements the claim sections recorded (Ctx.verdicts), so it states nothing they do not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nsae.report import verdicts
+from nsae.report.document import Block, Heading, Table, Text
+
+GLOSSARY = (
+    ("standard SAE", "the ReLU SAE with unit-norm decoder columns (sae_type=none)"),
+    (
+        "Normalized SAE",
+        "bounded tanh(ReLU) features, noise during training (sae_type=normalized_sae)",
+    ),
+    (
+        "plain loss, loss / ||x||, loss / ||x||²",
+        "the reconstruction loss divided by 1, ||x|| or ||x||² (normalization_method)",
+    ),
+    (
+        "alpha, beta (k=…)",
+        "the sparsity coefficient: one α for every layer, or β_l = α n_l^k with n_l the "
+        "layer's mean ||x|| and k the exponent that makes it scale-free",
+    ),
+    ("scale", "the multiple of a condition's default α (coeff.scale) that draws its L0 curve"),
+    ("L0, L1", "mean number of active latents per token; mean sum of latent activations"),
+    (
+        "matched L0",
+        "conditions compared at the same L0, interpolated in log L0 along each seed's curve "
+        "(its Pareto frontier for quality metrics)",
+    ),
+    ("explained variance", "1 − Σ||x − x̂||² / Σ||x − mean x||²"),
+    (
+        "reconstruction score (CE score)",
+        "(CE_zero − CE_recon) / (CE_zero − CE_clean), the reconstruction spliced into the LM",
+    ),
+    ("KL", "mean per-token KL(P_clean ‖ P_recon) of the LM's next-token distribution"),
+    ("FS", "feature suppression Σ||x̂|| / Σ||x|| (1: no shrinkage)"),
+    ("RRB", "relative reconstruction bias E||x̂||² / E⟨x, x̂⟩ (1: no shrinkage)"),
+    ("l0_norm_slope", "within a layer, the slope of a token's log L0 against its log ||x||"),
+    ("elasticity", "across layers, the slope of log L0 against the layer's log mean ||x||"),
+    ("L0 CV", "coefficient of variation of L0 across layers"),
+    ("e-fold", "a factor e ≈ 2.72 of the input norm; slopes against log ||x|| are per e-fold"),
+    ("excess L0", "the SAE's L0 minus the true L0 (synthetic sources)"),
+    ("MCC, F1", "feature recovery against the true dictionary (synthetic sources)"),
+    ("alive latents", "latents that fired in the last training tokens (1 − dead_fraction)"),
+    (
+        "x, y, x − y",
+        "in a comparison, x is the first condition and y the reference; mean ± 95% "
+        "Student-t CI over seeds (n)",
+    ),
+)
+
+RULES = {
+    "supported": "the data support the claim under its rule",
+    "better": "a parity claim whose condition is clearly better (CI wholly on the better side)",
+    "contradicted": "the data contradict the claim under its rule",
+    "inconclusive": "neither: CIs too wide, too few seeds, or no L0 range in common",
+}
+
+
+def _rule(text: str) -> str:
+    """The rule's first sentence, for the table."""
+    return text.split(". ")[0].rstrip(".") + "."
+
+
+def verdict_table(entries: list[dict[str, Any]], sections: bool) -> Table:
+    rows = []
+    for e in entries:
+        if not e["counted"]:
+            continue
+        where = f" ({e['section']})" if sections and e.get("section") else ""
+        caveat = f" Caveat: {'; '.join(e['caveats'])}." if e["caveats"] else ""
+        rows.append(
+            [
+                f"[{e['claim']}](#{e['anchor']})",
+                e["verdict"].upper(),
+                e["scope"] + where,
+                e["number"] + caveat,
+                _rule(e["rule"]),
+            ]
+        )
+    return Table(["claim", "verdict", "scope", "key number", "rule"], rows, anchor="verdicts")
+
+
+def summary(entries: list[dict[str, Any]], n_runs: int, seeds: list[int]) -> Text:
+    counted = [e for e in entries if e["counted"]]
+    counts = {v: sum(e["verdict"] == v for e in counted) for v in verdicts.OUTCOMES}
+    head = [e for e in counted if "write-up" in e["scope"]]
+    parts = [
+        f"{n_runs} trained runs, seeds {', '.join(map(str, seeds)) or 'n/a'}. "
+        f"Of {len(counted)} judged claims and scopes: "
+        + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+        + "."
+    ]
+    if head:
+        parts.append(
+            "The write-up's own comparison: "
+            + "; ".join(f"{e['claim']}: **{e['verdict']}**" for e in head)
+            + "."
+        )
+    parts.append("Each verdict follows from the rule printed beside it (table below).")
+    return Text(" ".join(parts))
+
+
+def build(
+    entries: list[dict[str, Any]], n_runs: int, seeds: list[int], sections: bool
+) -> list[Block]:
+    if not entries:
+        return [Text("No claim could be judged in this sweep (no comparable conditions).")]
+    return [
+        Heading("Summary", 2, "summary"),
+        summary(entries, n_runs, seeds),
+        verdict_table(entries, sections),
+        Text(
+            "Verdicts: "
+            + "; ".join(f"**{k}**: {v}" for k, v in RULES.items())
+            + ". Scopes the write-up never proposed are in the claims' sections, not here."
+        ),
+    ]
+
+
+def glossary() -> list[Block]:
+    return [
+        Heading("Glossary", 2, "glossary"),
+        Table(["term", "meaning"], [list(t) for t in GLOSSARY]),
+    ]
