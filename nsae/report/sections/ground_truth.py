@@ -32,7 +32,7 @@ from nsae.report.judge import BASELINE, Judgement, find, judgement, matched_rows
 from nsae.report.matched import curve
 from nsae.report.runs import Run
 from nsae.report.sections import Ctx
-from nsae.report.sections.claims import Claim, claim_blocks
+from nsae.report.sections.claim_blocks import Claim, claim_blocks
 from nsae.report.stats import mean_ci
 
 SLOPE = "excess_l0_norm_slope"

@@ -21,7 +21,7 @@ from nsae.report.groups import Condition, Section, label
 from nsae.report.judge import BASELINE, Judgement, find, fmt, judgement
 from nsae.report.matched import at, shared_targets
 from nsae.report.sections import Ctx
-from nsae.report.sections.claims import Claim, claim_blocks
+from nsae.report.sections.claim_blocks import Claim, claim_blocks
 from nsae.report.sections.ground_truth import SLOPE, add_slopes, has_ground_truth
 from nsae.report.stats import Stat, contrast_ci
 
