@@ -4,13 +4,16 @@ updated from held-out batches and computed (then reset) once per evaluation.
 An LM source's batch is indices of held-out contexts: the datamodule gives their tokens and
 activations (`eval_batch`: stored once per sweep, or harvested), and for the final evaluation
 each layer's reconstruction is spliced back into the model (the zero ablation's terms come
-from the datamodule too: `zero_terms`).
+from the datamodule too: `zero_terms`): at every harvested position for nsae's own metrics,
+and, for SAEBench's (`SpliceMetrics`), only at positions whose token is not BOS, EOS or pad,
+the original activation kept at those (a second forward, run only for a batch that has one).
 A synthetic source's batch is an index into its fixed evaluation stream, which also carries
 the true features for the ground-truth metrics (no splice: no LM reads those activations).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -89,16 +92,20 @@ class Evaluator(nn.Module):
             return
         lm = dm.harvester
         logp_clean = dm.clean_log_probs(index_B, ids_BT)
+        # SAEBench splices only at its mask's positions (the original activation is kept at
+        # BOS/EOS/pad): a second forward, needed only if a spliced position is outside it
+        sb_N = mask_BT[keep_BT]  # which harvested tokens SAEBench splices
+        sb_BT = None if bool(sb_N.all()) else keep_BT & mask_BT
         for j in range(x_NLD.shape[1]):
-
-            def with_recon(a_BTD: Tensor, j: int = j) -> Tensor:
-                out = a_BTD.clone()
-                out[keep_BT] = x_hat_NLD[:, j].to(a_BTD.dtype)
-                return out
-
-            recon = token_terms(logp_clean, lm.logits(ids_BT, j, with_recon), ids_BT)
+            recon = token_terms(
+                logp_clean, lm.logits(ids_BT, j, spliced(x_hat_NLD[:, j], keep_BT)), ids_BT
+            )
+            recon_sb = None
+            if sb_BT is not None:
+                logits_sb_BTV = lm.logits(ids_BT, j, spliced(x_hat_NLD[sb_N, j], sb_BT))
+                recon_sb = token_terms(logp_clean, logits_sb_BTV, ids_BT)
             zero = dm.zero_terms(index_B, j, logp_clean)
-            self.splice.update(j, ids_BT, logp_clean, recon, zero, mask_BT=mask_BT)
+            self.splice.update(j, ids_BT, logp_clean, recon, zero, mask_BT, recon_sb)
 
     def finish(self, layers: list[int]) -> tuple[dict[str, Tensor], Tensor]:
         """({metric: [L]}, density [L, M]) of this evaluation; every metric reset."""
@@ -115,3 +122,16 @@ class Evaluator(nn.Module):
         for metric in (self.metrics, self.splice, self.density, self.saebench, self.binned):
             metric.reset()
         return values, density_LM
+
+
+def spliced(x_hat_ND: Tensor, where_BT: Tensor) -> Callable[[Tensor], Tensor]:
+    """The hook function that puts the reconstructions `x_hat_ND` (one row per True of
+    `where_BT`, in order) into a layer's activation [B, T, D], and keeps the original
+    activation at every other position."""
+
+    def splice(a_BTD: Tensor) -> Tensor:
+        out_BTD = a_BTD.clone()
+        out_BTD[where_BT] = x_hat_ND.to(a_BTD.dtype)
+        return out_BTD
+
+    return splice

@@ -206,7 +206,8 @@ class ActivationDataModule(L.LightningDataModule):
         return self.share.clean_log_probs(tuple(index_B.tolist()), compute)
 
     def _ablate(self, ids_BT: Tensor, j: int, logp_clean_BTV: Tensor) -> tuple[Tensor, Tensor]:
-        """`token_terms` of a forward with layer j's activation zeroed."""
+        """`token_terms` of a forward with layer j's activation zeroed at every position (BOS,
+        EOS and pad included: SAEBench's ablation too)."""
         assert self.harvester is not None
         return token_terms(
             logp_clean_BTV, self.harvester.logits(ids_BT, j, torch.zeros_like), ids_BT

@@ -6,7 +6,10 @@ An entry holds, for one LM source: the norm sample (the train split's first
 evaluation contexts [C, T] (all ranks'), their activations [C, T, L, D] and kept-position
 mask [C, T], and, for the splice metrics, each layer's zero-ablation terms per token
 (`zero_kl_LCT`: KL(P_clean || P_zero); `zero_ce_LCT`: next-token cross-entropy with the
-layer zeroed, at positions 0..T-2; see `SpliceMetrics`). None of these depend on the SAE,
+layer zeroed, at positions 0..T-2; see `SpliceMetrics`). The ablation zeroes the layer at
+every position, BOS/EOS/pad included, which is also SAEBench's (SAELens'
+`standard_zero_ablate_hook` has no mask), so nsae's and SAEBench's metrics share these
+terms; only the reconstruction splice differs between them. None of these depend on the SAE,
 the loss or the seed, so a sweep's jobs share them: the first job builds the entry (under
 an exclusive lock: concurrent jobs wait, then read it) and every job, the first included,
 reads the stored tensors, so all of them evaluate on bit-identical inputs.
