@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from nsae.report.sections import (
     ground_truth,
     header,
     matched,
+    natural,
     premise,
     premise_effect,
     results,
@@ -118,11 +118,6 @@ def build(sweep_dir: Path, figures: bool = True) -> tuple[Path, Path, list[str]]
     page.write_text(to_html(blocks, f"nsae report: {sweep_dir.name}", sweep_dir))
     (sweep_dir / "report.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
     return md, page, [f"{rel}: {p}" for rel, p in problems]
-
-
-def natural(name: str) -> list:
-    """A sort key that orders numbers by value: 2_x before 10_x."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 def run_table(runs: list[Run]) -> Table:

@@ -3,6 +3,7 @@ ctx.out and its numbers (with the run dirs they came from) into ctx.record."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,11 @@ class Ctx:
         file = f"{self.prefix}{name}.png"
         shown = self.figures and (self.out / file).is_file()
         return [Image(f"{self.out.name}/{file}", caption)] if shown else []
+
+
+def natural(name: str) -> list:
+    """A sort key that orders numbers by value: 2_x before 10_x."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 def fmt(v: float | None) -> str:

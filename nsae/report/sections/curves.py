@@ -9,10 +9,10 @@ import math
 import numpy as np
 
 from nsae.report import plots
-from nsae.report.document import Block, Heading, Table, Text
+from nsae.report.document import Block, Collapsed, Heading, Table, Text
 from nsae.report.groups import Cell, Section, label
 from nsae.report.runs import Run
-from nsae.report.sections import Ctx, fmt, fmt_stat
+from nsae.report.sections import Ctx, fmt, fmt_stat, natural
 from nsae.report.stats import converged, mean_ci
 
 DECILE = {"l0": "L0", "nmse": "normalised MSE", "feature_suppression": "feature suppression"}
@@ -168,6 +168,7 @@ def train_vs_eval(section: Section, ctx: Ctx) -> list[Block]:
         if r.status == "done"
     }
     ctx.record["epochs"] = epochs_by_run
+    runs = sorted(epochs_by_run, key=natural)
     blocks: list[Block] = [
         Heading("Train versus eval L0", 3),
         Text(
@@ -176,7 +177,10 @@ def train_vs_eval(section: Section, ctx: Ctx) -> list[Block]:
             "train tokens."
         ),
         Table(["condition", "eval L0", "train-split L0", "epochs"], rows),
-        Table(["run dir", "epochs"], [[k, fmt(v)] for k, v in sorted(epochs_by_run.items())]),
+        Collapsed(
+            "Epochs per run directory",
+            [Table(["run dir", "epochs"], [[k, fmt(epochs_by_run[k])] for k in runs])],
+        ),
     ]
     if any(v[0] for v in data["train split"].values()):
         blocks += ctx.figure(

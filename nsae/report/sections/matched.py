@@ -15,7 +15,7 @@ from nsae.report.stats import frontier
 METRICS = {
     "explained_variance": "explained variance",
     "feature_suppression": "feature suppression",
-    "reconstruction_score": "reconstruction score",
+    "reconstruction_score": "reconstruction score (CE score)",
     "kl": "KL",
 }
 

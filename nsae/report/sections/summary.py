@@ -88,19 +88,19 @@ def verdict_table(entries: list[dict[str, Any]], sections: bool) -> Table:
 def summary(entries: list[dict[str, Any]], n_runs: int, seeds: list[int]) -> Text:
     counted = [e for e in entries if e["counted"]]
     counts = {v: sum(e["verdict"] == v for e in counted) for v in verdicts.OUTCOMES}
-    head = [e for e in counted if "write-up" in e["scope"]]
+    head: dict[tuple[str, str], dict[str, Any]] = {}
+    for e in counted:  # each claim's first scope: the write-up's comparison where it has one
+        head.setdefault((e.get("section", ""), e["key"]), e)
     parts = [
         f"{n_runs} trained runs, seeds {', '.join(map(str, seeds)) or 'n/a'}. "
         f"Of {len(counted)} judged claims and scopes: "
         + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+        + ". Each claim's first scope"
+        + (" (the write-up's own comparison where it applies)" if head else "")
+        + ": "
+        + "; ".join(f"{e['claim']}: **{e['verdict']}**" for e in head.values())
         + "."
     ]
-    if head:
-        parts.append(
-            "The write-up's own comparison: "
-            + "; ".join(f"{e['claim']}: **{e['verdict']}**" for e in head)
-            + "."
-        )
     parts.append("Each verdict follows from the rule printed beside it (table below).")
     return Text(" ".join(parts))
 
