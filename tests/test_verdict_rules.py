@@ -77,6 +77,9 @@ def test_an_absence_claim_does_not_get_easier_with_fewer_seeds() -> None:
     # nothing to remove: the baseline shows no effect
     assert v.removed(Stat(-0.5, 0.1, 3), ten) == v.CONTRADICTED
     assert v.equivalent(Stat(0.0, 0.05, 3), 0.0) == v.INCONCLUSIVE  # no margin: no claim
+    # a baseline effect that is not shown (CI across 0) leaves nothing to remove: never
+    # contradicted by the method's own effect
+    assert v.removed(Stat(0.05, 0.5, 3), Stat(0.3, 0.05, 3)) == v.INCONCLUSIVE
 
 
 def test_equivalence_bands() -> None:
@@ -156,3 +159,18 @@ def test_a_seed_that_misses_a_target_narrows_the_range_and_never_extrapolates(
     m = at(cells, "explained_variance", 0, 5.0)
     assert m.extrapolated and m.stat is None and m.value is None
     assert seed_curve(cells, "explained_variance", 0, 1)[0] == [10.0, 20.0, 30.0, 40.0]
+
+
+def test_a_table_of_two_metrics_names_each_rows_metric() -> None:
+    from nsae.report.sections.claim_blocks import table
+
+    rows = [
+        {"pair": "a vs b", "layer": 0, "metric": m, "target": 10.0, "x": Stat(1.0, 0.1, 3),
+         "y": Stat(0.5, 0.1, 3), "diff": Stat(0.5, 0.1, 3), "verdict": v.BETTER}
+        for m in ("reconstruction_score", "kl")
+    ]  # fmt: skip
+    t = table(rows)
+    assert t.header[2] == "metric" and [r[2] for r in t.rows] == ["reconstruction_score", "kl"]
+    assert "x" in t.header and "x: kl" not in t.header
+    one = table(rows[:1])
+    assert "metric" not in one.header and "x: reconstruction_score" in one.header

@@ -11,7 +11,7 @@ from typing import Any
 
 from nsae.report import verdicts
 from nsae.report.groups import Condition, Section, label
-from nsae.report.matched import at, shared_targets
+from nsae.report.matched import N_TARGETS, at, shared_targets
 from nsae.report.stats import Stat, diff_ci
 
 Rule = Callable[[Stat | None, float], str]  # (difference x - y, reference y) -> verdict
@@ -32,9 +32,15 @@ class Judgement:
 
     @property
     def key(self) -> str:
-        """The number that best sums it up: the middle comparison with numbers."""
+        """The number that best sums it up: among the comparisons with numbers whose verdict
+        is the scope's (else all of them), the middle target of the middle layer."""
         rows = [r for r in self.rows if r.get("key")]
-        return rows[len(rows) // 2]["key"] if rows else "no comparison within the data"
+        agree = [r for r in rows if r["verdict"] == self.verdict] or rows
+        if not agree:
+            return "no comparison within the data"
+        layers = sorted({str(r["layer"]) for r in agree})
+        mid = [r for r in agree if str(r["layer"]) == layers[len(layers) // 2]]
+        return mid[len(mid) // 2]["key"]
 
 
 def find(section: Section, cond: Condition) -> Condition | None:
@@ -98,7 +104,7 @@ def matched_rows(
     out = []
     for t in tgts:
         mx, my = at(cx, metric, layer, t, transform), at(cy, metric, layer, t, transform)
-        d = diff_ci(mx.seeds, my.seeds)
+        d = None if mx.extrapolated or my.extrapolated else diff_ci(mx.seeds, my.seeds)
         ref = my.value if my.value is not None else 0.0
         ax, ay = (at(c, "dead_fraction", layer, t, lambda v: 1 - v).stat for c in (cx, cy))
         out.append(
@@ -111,7 +117,7 @@ def matched_rows(
                 "alive_x": ax,
                 "alive_y": ay,
                 "verdict": rule(d, ref),
-                "key": f"x − y = {fmt(d)} at L0 {t:.3g}"
+                "key": f"{base['metric']}: x − y = {fmt(d)} at L0 {t:.3g}"
                 + ("" if layer == "mean" else f", layer {layer}"),
                 "sources": sorted(set(mx.sources) | set(my.sources)),
             }
@@ -120,8 +126,15 @@ def matched_rows(
 
 
 def caveats(rows: list[dict[str, Any]]) -> list[str]:
-    """The fewest alive latents on each side (x, y) where below ALIVE_CAVEAT."""
+    """The fewest alive latents on each side (x, y) where below ALIVE_CAVEAT, and a narrow
+    shared L0 range (fewer than five targets for some pair, layer and metric)."""
     out = []
+    groups: dict[tuple, set] = {}
+    for r in rows:
+        if r.get("target") is not None and r.get("x") is not None and r.get("y") is not None:
+            groups.setdefault((r["pair"], str(r["layer"]), r.get("metric")), set()).add(r["target"])
+    if any(len(t) < N_TARGETS for t in groups.values()):
+        out.append(f"some comparisons rest on fewer than {N_TARGETS} L0 targets (narrow range)")
     for side in ("x", "y"):
         vals = [r[f"alive_{side}"].mean for r in rows if r.get(f"alive_{side}") is not None]
         if vals and min(vals) < ALIVE_CAVEAT:

@@ -96,11 +96,15 @@ def within(d: Stat | None, lo: float, hi: float) -> str:
 
 
 def removed(baseline: Stat | None, effect: Stat | None, margin: float = ABSENCE_MARGIN) -> str:
-    """An effect that the baseline shows and a method removes: supported if the baseline's
-    effect is above 0 (`sign`) and the method's is equivalent to 0 within +-margin times the
-    baseline's effect (`equivalent`); contradicted if either part is; else inconclusive."""
-    band = margin * abs(baseline.mean) if baseline is not None else 0.0
-    return combine([sign(baseline, +1), equivalent(effect, band)], strict=True)
+    """An effect that the baseline shows and a method removes: the baseline's effect must be
+    above 0 (`sign`; otherwise that verdict: there is nothing shown to remove), then the
+    method's effect is judged equivalent to 0 within +-margin times the baseline's effect
+    (`equivalent`)."""
+    shown = sign(baseline, +1)
+    if shown != SUPPORTED:
+        return shown
+    assert baseline is not None
+    return equivalent(effect, margin * abs(baseline.mean))
 
 
 def agree(a: str, b: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nsae.report import verdicts
 from nsae.report.document import Block, Heading, Table, Text
 from nsae.report.groups import Section
 from nsae.report.judge import Judgement, as_json, fmt
@@ -24,8 +23,23 @@ class Claim:
     figures: list[str]
     short: str = ""  # the claim in a few words, for the verdict table
     extra: Callable[[Section], list[Block]] | None = None  # blocks shown after its scopes
+    short_rule: str = ""  # the rule in one line, for the verdict table
 
 
+CAPTIONS = {
+    "pareto_feature_suppression": "Feature suppression Σ||x̂|| / Σ||x|| against L0, per layer "
+    "(1: no shrinkage; every seed-mean point)",
+    "pareto_reconstruction_score": "Pareto frontiers: reconstruction score against L0, per layer",
+    "pareto_kl": "Pareto frontiers: KL against L0, per layer (lower is better)",
+    "l0_norm_slope": "Within-layer l0_norm_slope per layer, at each condition's default alpha "
+    "(0: a token's L0 does not follow its norm)",
+    "l0_cv": "L0 CV across layers against mean L0 (lower: more even across layers)",
+    "l1_l0_ratio": "L1 / L0 against mean L0 (1: L1 equals L0)",
+    "gt_excess_l0_by_decile": "Excess L0 per input-norm decile, at each condition's default alpha",
+    "gt_excess_l0_norm_slope": "excess_l0_norm_slope against L0 (0: no norm bias)",
+    "gt_pareto_mcc": "Pareto frontiers: MCC against L0",
+    "gt_pareto_f1": "Pareto frontiers: F1 against L0",
+}
 MAJORITY = (
     "Verdict per scope: supported if a majority of its comparisons support it and none "
     "contradicts it (contradicted likewise), else inconclusive; better if every comparison "
@@ -33,7 +47,10 @@ MAJORITY = (
 )
 
 
-def _cells(r: dict, extra: bool) -> list[str]:
+NOT_JUDGED = "not judged"
+
+
+def _cells(r: dict, extra: bool, metric: bool) -> list[str]:
     if r.get("target") is None and r.get("x") is None:
         tgt = "—"
     else:
@@ -42,7 +59,8 @@ def _cells(r: dict, extra: bool) -> list[str]:
     alive_txt = " / ".join("—" if a is None else f"{a.mean:.0%}" for a in alive)
     note = f" ({r['note']})" if r.get("note") else ""
     y = r.get("y")
-    cells = [r["pair"], str(r["layer"]), tgt, fmt(r.get("x")), fmt(y) if y is not None else "—"]
+    cells = [r["pair"], str(r["layer"])] + ([str(r.get("metric", ""))] if metric else [])
+    cells += [tgt, fmt(r.get("x")), fmt(y) if y is not None else "—"]
     cells.append(fmt(r.get("diff")) if r.get("diff") is not None else "—")
     if extra:
         cells.append(fmt(r.get("diff2")) if r.get("diff2") is not None else "—")
@@ -50,12 +68,17 @@ def _cells(r: dict, extra: bool) -> list[str]:
 
 
 def table(rows: list[dict]) -> Table:
-    what = rows[0].get("metric", "value")
+    """The comparisons; with a metric column when they hold more than one metric."""
+    metrics = list(dict.fromkeys(str(r.get("metric", "value")) for r in rows))
+    many = len(metrics) > 1
+    what = "" if many else f": {metrics[0]}"
     extra = any("diff2" in r for r in rows)
-    head = ["comparison (x vs y)", "layer", "L0", f"x: {what}", f"y: {what}", "x − y"]
+    head = ["comparison (x vs y)", "layer", *(["metric"] if many else []), "L0"]
+    head += [f"x{what}", f"y{what}", "x − y"]
     if extra:
         head.append("x − y: |1 − RRB|")
-    return Table([*head, "alive latents x / y", "verdict"], [_cells(r, extra) for r in rows])
+    cells = [_cells(r, extra, many) for r in rows]
+    return Table([*head, "alive latents x / y", "verdict"], cells)
 
 
 def anchor(ctx: Ctx, key: str) -> str:
@@ -69,8 +92,9 @@ def claim_blocks(claims: tuple[Claim, ...], section: Section, ctx: Ctx, record_k
     blocks: list[Block] = []
     record = {}
     for claim in claims:
-        js = claim.judge(section)
-        head = js[0].verdict if js else verdicts.INCONCLUSIVE
+        js = [j for j in claim.judge(section) if j.rows]
+        judged = [j for j in js if j.counted]
+        head = judged[0].verdict if judged else NOT_JUDGED
         record[claim.key] = {
             "statement": claim.statement,
             "rule": claim.rule,
@@ -82,8 +106,22 @@ def claim_blocks(claims: tuple[Claim, ...], section: Section, ctx: Ctx, record_k
             Text(f"**Claim.** {claim.statement}"),
             Text(f"**Rule.** {claim.rule} {MAJORITY}"),
         ]
-        if not js:
-            blocks.append(Text("No comparable conditions (or metric) in this section."))
+        if not judged:
+            why = "the conditions it is about are not in this section (or lack the metric)"
+            blocks.append(Text(f"Not judged: {why}."))
+            ctx.verdicts.append(
+                {
+                    "claim": claim.short or claim.key,
+                    "key": claim.key,
+                    "scope": "—",
+                    "verdict": NOT_JUDGED,
+                    "number": why,
+                    "counted": True,
+                    "caveats": [],
+                    "anchor": anchor(ctx, claim.key),
+                    "rule": claim.short_rule or claim.rule,
+                }
+            )
         for j in js:
             ctx.verdicts.append(
                 {
@@ -95,7 +133,7 @@ def claim_blocks(claims: tuple[Claim, ...], section: Section, ctx: Ctx, record_k
                     "counted": j.counted,
                     "caveats": j.caveats,
                     "anchor": anchor(ctx, claim.key),
-                    "rule": claim.rule,
+                    "rule": claim.short_rule or claim.rule,
                 }
             )
             apart = "" if j.counted else " (shown apart: not proposed by the write-up)"
@@ -107,6 +145,6 @@ def claim_blocks(claims: tuple[Claim, ...], section: Section, ctx: Ctx, record_k
         if claim.extra is not None:
             blocks += claim.extra(section)
         for fig in claim.figures:
-            blocks += ctx.existing(fig, f"{claim.key}: {fig}")
+            blocks += ctx.existing(fig, CAPTIONS.get(fig, fig))
     ctx.record[record_key] = record
     return blocks

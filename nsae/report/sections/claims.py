@@ -38,13 +38,19 @@ ELASTICITY = "norm_l0_elasticity"
 
 
 def headline_pairs(section: Section, pooled: list) -> list[tuple[str, list, bool]]:
-    """[(scope, [(x, y)], counted)]: the write-up's comparison, then every matched pair."""
+    """[(scope, [(x, y)], counted)]: the write-up's comparison; every matched pair with the
+    plain loss, pooled; and the pairs with a normalised loss (shown apart, not counted)."""
     out = []
     w, b = find(section, WRITEUP), find(section, BASELINE)
     if w and b:
         out.append((f"{label(w)} vs {label(b)} (the write-up's comparison)", [(w, b)], True))
-    if pooled:
-        out.append(("every matched pair (same loss and coefficient mode), pooled", pooled, True))
+    plain = [p for p in pooled if p[0][1] == "none"]
+    other = [p for p in pooled if p[0][1] != "none"]
+    if plain:
+        scope = "every matched pair with the plain loss (same coefficient mode), pooled"
+        out.append((scope, plain, True))
+    if other:
+        out.append(("every matched pair with a normalised loss, pooled", other, False))
     return out
 
 
@@ -76,12 +82,19 @@ def _shrinkage_rows(section: Section, x: Any, y: Any) -> list[dict]:
         )
         by_target = {r["target"]: r for r in rrb}
         for r in fs:
-            other = by_target.get(r["target"])
-            if other is None or r["target"] is None:
+            if r["target"] is None:
                 rows.append(r)
                 continue
+            other = by_target.get(r["target"])
+            if other is None:
+                rows.append({**r, "verdict": verdicts.INCONCLUSIVE, "note": "RRB missing"})
+                continue
             v = verdicts.agree(r["verdict"], other["verdict"])
-            note = "" if v == r["verdict"] else f"FS {r['verdict']}, RRB {other['verdict']}"
+            note = (
+                ""
+                if r["verdict"] == other["verdict"]
+                else (f"FS {r['verdict']}, RRB {other['verdict']}")
+            )
             rows.append({**r, "diff2": other["diff"], "verdict": v, "note": note})
     return rows
 
@@ -134,7 +147,8 @@ def claim2(section: Section) -> list[Judgement]:
     if w and b:
         out.append(judgement(f"{label(w)} vs {label(b)}", _removed_rows(section, w, b)))
     others = [c for c in section.cells if c[0] == "normalized_sae" and c != w]
-    for c in others:
+    control = find(section, ("none", "none", "beta", None))  # beta without the Normalized SAE
+    for c in [*others, *([control] if control else [])]:
         if b and any(x.done for x in section.cells[c]):
             out.append(judgement(f"{label(c)} vs {label(b)}", _removed_rows(section, c, b), False))
     return out
@@ -277,6 +291,7 @@ CLAIMS = (
         claim1,
         ["pareto_feature_suppression"],
         "less shrinkage than the standard SAE",
+        short_rule="x − y of |1 − FS| and of |1 − RRB| both with a CI below 0 (sign test).",
     ),
     Claim(
         "norm_l0_across_layers",
@@ -291,7 +306,9 @@ CLAIMS = (
         claim2,
         ["l0_norm_slope"],
         "no norm-L0 relation across layers",
-        slope_table,
+        short_rule="the baseline's elasticity CI above 0, and x's inside ± "
+        f"{verdicts.ABSENCE_MARGIN:.0%} of it (equivalence).",
+        extra=slope_table,
     ),
     Claim(
         "cross_layer_cv",
@@ -302,6 +319,7 @@ CLAIMS = (
         claim3,
         ["l0_cv"],
         "beta evens out L0 across layers",
+        short_rule="x (beta) − y (alpha) of the L0 CV with a CI below 0 (sign test).",
     ),
     Claim(
         "l1_l0",
@@ -311,18 +329,21 @@ CLAIMS = (
         claim4,
         ["l1_l0_ratio"],
         "L1 close to L0",
+        short_rule=f"l1/l0 CI inside 1 ± {verdicts.L1_L0_TOLERANCE:g}.",
     ),
     Claim(
         "on_par",
         "“Normalization did not have an observable negative impact on performance”: at "
         "matched L0 the Normalized SAE's reconstruction score and KL are on par with the "
         "standard SAE's.",
-        "Non-inferiority: x − y has a CI above −"
-        f"{verdicts.PAR_MARGIN:.0%} of y on the worse side (KL: lower is better); better if "
-        "the CI lies wholly on the better side of 0. " + MATCHED,
+        "Non-inferiority: the improvement of x over y (x − y for the reconstruction score, "
+        f"y − x for KL, where lower is better) has a CI above −{verdicts.PAR_MARGIN:.0%} of "
+        "y; better if that CI lies wholly above 0. " + MATCHED,
         claim5,
         ["pareto_reconstruction_score", "pareto_kl"],
         "reconstruction on par",
+        short_rule=f"non-inferiority: the improvement's CI above −{verdicts.PAR_MARGIN:.0%} of y; "
+        "better if wholly above 0.",
     ),
 )
 
@@ -342,16 +363,21 @@ def figures(section: Section, ctx: Ctx) -> None:
         ctx.figure(
             "l0_norm_slope",
             "",
-            lambda p: plots.panels(panel, "layer", "l0_norm_slope", p, hline=0),
+            lambda p: plots.panels(
+                panel, "layer", "l0_norm_slope (log L0 per log ||x||)", p, hline=0
+            ),
         )
-    for metric, hline in (("l0_cv", None), ("l1_l0_ratio", 1.0)):
+    for metric, ylabel, hline in (
+        ("l0_cv", "L0 CV across layers", None),
+        ("l1_l0_ratio", "L1 / L0", 1.0),
+    ):
         data = {label(c): curve(cells, metric, "mean") for c, cells in section.cells.items()}
         if any(v[0] for v in data.values()):
             ctx.figure(
                 metric,
                 "",
-                lambda p, m=metric, d=data, h=hline: plots.panels(
-                    {m: d}, "mean L0 (log)", m, p, logx=True, hline=h
+                lambda p, m=ylabel, d=data, h=hline: plots.panels(
+                    {m: d}, "mean L0 over layers (log)", m, p, logx=True, hline=h
                 ),
             )
 

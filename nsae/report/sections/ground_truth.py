@@ -29,10 +29,10 @@ from nsae.report import plots, verdicts
 from nsae.report.document import Block, Heading, Text
 from nsae.report.groups import Condition, Section, label
 from nsae.report.judge import BASELINE, Judgement, find, judgement, matched_rows, pairs, sae_pairs
-from nsae.report.matched import curve
 from nsae.report.runs import Run
 from nsae.report.sections import Ctx
 from nsae.report.sections.claim_blocks import Claim, claim_blocks
+from nsae.report.sections.matched import front
 from nsae.report.stats import mean_ci
 
 SLOPE = "excess_l0_norm_slope"
@@ -106,17 +106,24 @@ def standard_pairs(section: Section) -> list[tuple[Condition, Condition]]:
     )
 
 
-def reduced(section: Section) -> list[Judgement]:
-    add_slopes(section.runs)
-    rows = [
+def _reduced_rows(section: Section, x: Condition, y: Condition) -> list[dict]:
+    return [
         r
-        for x, y in standard_pairs(section)
         for layer in section.layers()
         for r in matched_rows(
             section, x, y, SLOPE, layer, lambda d, _: verdicts.sign(d, -1), what="excess slope"
         )
     ]
-    return [judgement("each Normalized SAE condition vs the plain-loss standard SAE", rows)]
+
+
+def reduced(section: Section) -> list[Judgement]:
+    """The plain-loss Normalized SAE first (counted); normalised losses apart."""
+    add_slopes(section.runs)
+    prs = sorted(standard_pairs(section), key=lambda p: p[0][1] != "none")
+    return [
+        judgement(f"{label(x)} vs {label(y)}", _reduced_rows(section, x, y), x[1] == "none")
+        for x, y in prs
+    ]
 
 
 def _recovery_rows(section: Section, x: Condition, y: Condition) -> list[dict]:
@@ -131,14 +138,17 @@ def _recovery_rows(section: Section, x: Condition, y: Condition) -> list[dict]:
 
 
 def recovery(section: Section) -> list[Judgement]:
+    """The plain-loss pair first; pairs with a normalised loss apart (not counted)."""
     out = []
     n, s = find(section, ("normalized_sae", "none", "alpha", None)), find(section, BASELINE)
     if n and s:
         out.append(judgement(f"{label(n)} vs {label(s)}", _recovery_rows(section, n, s)))
-    prs = list(dict.fromkeys([*sae_pairs(section), *standard_pairs(section)]))
-    if prs:
-        rows = [r for x, y in prs for r in _recovery_rows(section, x, y)]
-        out.append(judgement("every Normalized SAE condition vs the standard SAE, pooled", rows))
+    prs = [p for p in dict.fromkeys([*sae_pairs(section), *standard_pairs(section)])]
+    other = [p for p in prs if p[0][1] != "none" or p[1][1] != "none"]
+    if other:
+        rows = [r for x, y in other for r in _recovery_rows(section, x, y)]
+        scope = "every pair with a normalised loss (Normalized SAE vs standard SAE), pooled"
+        out.append(judgement(scope, rows, False))
     return out
 
 
@@ -147,11 +157,12 @@ CLAIMS = (
         "excess_l0_norm_reduced",
         "Against the truth, the Normalized SAE adds fewer spurious latents to high-norm tokens "
         "than the standard SAE: at matched L0 its excess_l0_norm_slope is lower.",
-        "x − y of excess_l0_norm_slope (latents per e-fold of ||x||, i.e. per factor e ≈ 2.72 "
-        "of the norm) has a CI below 0 (sign test), per layer at matched L0.",
+        "x − y of excess_l0_norm_slope has a CI below 0 (sign test), per layer at matched L0; "
+        "the slope is in latents per e-fold of ||x|| (per factor e ≈ 2.72 of the norm).",
         reduced,
         ["gt_excess_l0_by_decile", "gt_excess_l0_norm_slope"],
         "fewer spurious latents on high-norm tokens",
+        short_rule="x − y of excess_l0_norm_slope with a CI below 0 (sign test).",
     ),
     Claim(
         "recovery",
@@ -162,6 +173,8 @@ CLAIMS = (
         recovery,
         ["gt_pareto_mcc", "gt_pareto_f1"],
         "recovers the true features on par",
+        short_rule=f"non-inferiority of MCC and F1: CI of x − y above −{verdicts.PAR_MARGIN:.0%} "
+        "of y; better if wholly above 0.",
     ),
 )
 
@@ -199,19 +212,21 @@ def figures(section: Section, ctx: Ctx) -> None:
         "",
         lambda p: plots.panels(decile, xlabel, "excess L0", p, logx=True, hline=0),
     )
-    for metric, name, hline in (
-        (SLOPE, "gt_excess_l0_norm_slope", 0.0),
-        ("mcc", "gt_pareto_mcc", None),
-        ("f1", "gt_pareto_f1", None),
+    for metric, name, hline, ylabel in (
+        (SLOPE, "gt_excess_l0_norm_slope", 0.0, "excess L0 slope (latents per e-fold)"),
+        ("mcc", "gt_pareto_mcc", None, "MCC"),
+        ("f1", "gt_pareto_f1", None, "F1"),
     ):
         data = {
-            f"layer {layer}": {label(c): curve(cs, metric, layer) for c, cs in cells.items()}
+            f"layer {layer}": {label(c): front(cs, metric, layer) for c, cs in cells.items()}
             for layer in layers
         }
         ctx.figure(
             name,
             "",
-            lambda p, m=metric, d=data, h=hline: plots.panels(d, "L0", m, p, logx=True, hline=h),
+            lambda p, m=ylabel, d=data, h=hline: plots.panels(
+                d, "L0 (log)", m, p, logx=True, hline=h
+            ),
         )
 
 

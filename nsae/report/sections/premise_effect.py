@@ -79,12 +79,13 @@ def judgements(on: Section, off: Section, which: str) -> list[Judgement]:
     s = find(on, BASELINE)
     if s is None or find(off, BASELINE) is None:
         return []
-    conds = [c for c in on.cells if c != s and c in off.cells and c[0] == "normalized_sae"]
-    conds.sort(key=lambda c: c[1] != "none")
+    conds = [c for c in on.cells if c != s and c in off.cells]
+    conds.sort(key=lambda c: (c[0] != "normalized_sae", c[1] != "none"))
     out = []
-    for c in conds:
+    for c in conds:  # the plain-loss Normalized SAE counts; the others are shown apart
         rs = [{**r, "verdict": r[which]} for r in rows(on, off, c, s)]
-        out.append(judgement(f"{label(c)} vs {label(s)}", rs))
+        counted = c[0] == "normalized_sae" and c[1] == "none"
+        out.append(judgement(f"{label(c)} vs {label(s)}", rs, counted))
     return out
 
 
@@ -92,7 +93,7 @@ def claims(on: Section, off: Section) -> tuple[Claim, ...]:
     did = (
         "Per layer at matched L0 (targets inside the range every seed of the four curves "
         "covers), the premise's effect E = slope(premise source) − slope(flat source) of "
-        "excess_l0_norm_slope (latents per e-fold, i.e. per factor e ≈ 2.72, of ||x||); "
+        "excess_l0_norm_slope (latents per e-fold of ||x||, a factor e ≈ 2.72); "
         "x: the Normalized SAE's E, y: the plain-loss standard SAE's E, x − y: the "
         "difference in differences, all with Welch CIs over independent seeds."
     )
@@ -102,21 +103,25 @@ def claims(on: Section, off: Section) -> tuple[Claim, ...]:
             "The Normalized SAE removes the norm bias: the premise (heavy-tailed token norms) "
             "makes the standard SAE add spurious latents to high-norm tokens, and does not "
             "make the Normalized SAE do so.",
-            f"{did} Supported if y's CI lies above 0 and x's CI inside ± "
+            f"Supported if y's CI lies above 0 and x's CI inside ± "
             f"{verdicts.ABSENCE_MARGIN:.0%} of y's mean (equivalence test); contradicted if "
-            "either fails outright.",
+            f"either fails outright. {did}",
             lambda _: judgements(on, off, "removed"),
             [],
             "removes the premise's norm bias",
+            short_rule="the standard SAE's premise effect E (slope on the premise source − "
+            "slope on the flat one) CI above 0, and the Normalized SAE's E inside ± "
+            f"{verdicts.ABSENCE_MARGIN:.0%} of it (equivalence).",
         ),
         Claim(
             "premise_reduced",
             "The weaker claim: the premise's effect on the Normalized SAE is smaller than on "
             "the standard SAE.",
-            f"{did} Supported if x − y has a CI below 0 (sign test).",
+            f"Supported if x − y has a CI below 0 (sign test). {did}",
             lambda _: judgements(on, off, "reduced"),
             [],
             "reduces the premise's norm bias",
+            short_rule="difference in differences E_x − E_y with a CI below 0 (sign test).",
         ),
     )
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from nsae.report import verdicts
 from nsae.report.document import Block, Heading, Table, Text
 
 GLOSSARY = (
@@ -58,12 +57,8 @@ RULES = {
     "better": "a parity claim whose condition is clearly better (CI wholly on the better side)",
     "contradicted": "the data contradict the claim under its rule",
     "inconclusive": "neither: CIs too wide, too few seeds, or no L0 range in common",
+    "not judged": "the conditions the claim is about are not in the sweep",
 }
-
-
-def _rule(text: str) -> str:
-    """The rule's first sentence, for the table."""
-    return text.split(". ")[0].rstrip(".") + "."
 
 
 def verdict_table(entries: list[dict[str, Any]], sections: bool) -> Table:
@@ -79,7 +74,7 @@ def verdict_table(entries: list[dict[str, Any]], sections: bool) -> Table:
                 e["verdict"].upper(),
                 e["scope"] + where,
                 e["number"] + caveat,
-                _rule(e["rule"]),
+                e["rule"],
             ]
         )
     return Table(["claim", "verdict", "scope", "key number", "rule"], rows, anchor="verdicts")
@@ -87,13 +82,13 @@ def verdict_table(entries: list[dict[str, Any]], sections: bool) -> Table:
 
 def summary(entries: list[dict[str, Any]], n_runs: int, seeds: list[int]) -> Text:
     counted = [e for e in entries if e["counted"]]
-    counts = {v: sum(e["verdict"] == v for e in counted) for v in verdicts.OUTCOMES}
+    counts = {v: sum(e["verdict"] == v for e in counted) for v in RULES}
     head: dict[tuple[str, str], dict[str, Any]] = {}
     for e in counted:  # each claim's first scope: the write-up's comparison where it has one
         head.setdefault((e.get("section", ""), e["key"]), e)
     parts = [
         f"{n_runs} trained runs, seeds {', '.join(map(str, seeds)) or 'n/a'}. "
-        f"Of {len(counted)} judged claims and scopes: "
+        f"Of {len(counted)} claims and scopes: "
         + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
         + ". Each claim's first scope"
         + (" (the write-up's own comparison where it applies)" if head else "")
