@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from nsae.report.document import Block, Heading, Table, Text
+from nsae.report.sections.claim_blocks import NOT_JUDGED
 
 GLOSSARY = (
     ("standard SAE", "the ReLU SAE with unit-norm decoder columns (sae_type=none)"),
@@ -57,14 +58,13 @@ RULES = {
     "better": "a parity claim whose condition is clearly better (CI wholly on the better side)",
     "contradicted": "the data contradict the claim under its rule",
     "inconclusive": "neither: CIs too wide, too few seeds, or no L0 range in common",
-    "not judged": "the conditions the claim is about are not in the sweep",
 }
 
 
 def verdict_table(entries: list[dict[str, Any]], sections: bool) -> Table:
     rows = []
     for e in entries:
-        if not e["counted"]:
+        if not e["counted"] or e["verdict"] == NOT_JUDGED:
             continue
         where = f" ({e['section']})" if sections and e.get("section") else ""
         caveat = f" Caveat: {'; '.join(e['caveats'])}." if e["caveats"] else ""
@@ -81,7 +81,7 @@ def verdict_table(entries: list[dict[str, Any]], sections: bool) -> Table:
 
 
 def summary(entries: list[dict[str, Any]], n_runs: int, seeds: list[int]) -> Text:
-    counted = [e for e in entries if e["counted"]]
+    counted = [e for e in entries if e["counted"] and e["verdict"] != NOT_JUDGED]
     counts = {v: sum(e["verdict"] == v for e in counted) for v in RULES}
     head: dict[tuple[str, str], dict[str, Any]] = {}
     for e in counted:  # each claim's first scope: the write-up's comparison where it has one
@@ -105,6 +105,13 @@ def build(
 ) -> list[Block]:
     if not entries:
         return [Text("No claim could be judged in this sweep (no comparable conditions).")]
+    absent = list(dict.fromkeys(e["claim"] for e in entries if e["verdict"] == NOT_JUDGED))
+    note = (
+        f" Not judged in this sweep (the conditions or metrics they are about are absent): "
+        f"{', '.join(absent)}."
+        if absent
+        else ""
+    )
     return [
         Heading("Summary", 2, "summary"),
         summary(entries, n_runs, seeds),
@@ -113,6 +120,7 @@ def build(
             "Verdicts: "
             + "; ".join(f"**{k}**: {v}" for k, v in RULES.items())
             + ". Scopes the write-up never proposed are in the claims' sections, not here."
+            + note
         ),
     ]
 
