@@ -75,3 +75,19 @@ def test_readme_and_docs_link_only_to_files_in_the_repository() -> None:
             if not (doc.parent / path).resolve().exists():
                 missing.append(f"{doc.name}: {target}")
     assert not missing, missing
+
+
+def test_published_verdict_table_is_what_the_reports_compute() -> None:
+    """docs/results/README.md's verdict table is `scripts/results_verdicts.py`'s rendering of
+    the published report.json files: no verdict is typed by hand."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "scripts/results_verdicts.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr

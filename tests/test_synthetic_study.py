@@ -197,6 +197,7 @@ def test_the_synthetic_study_report_renders_the_ground_truth_claims(study: Path)
     assert "### Ground truth" in md
     for claim in ("excess_l0_norm_reduced", "recovery"):
         assert re.search(rf"^#### {claim}: (SUPPORTED|BETTER|CONTRADICTED|INCONCLUSIVE)$", md, re.M)
+    assert 'id="verdicts"' not in md and "id='verdicts'" in (study / "report.html").read_text()
     (record,) = json.loads((study / "report.json").read_text())["sections"]
     first = record["ground_truth"]["recovery"]["judgements"][0]
     comparisons = [c for c in first["comparisons"] if c["target"] is not None]
