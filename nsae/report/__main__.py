@@ -92,11 +92,12 @@ def build(sweep_dir: Path, figures: bool = True) -> tuple[Path, Path, list[str]]
         body += [Heading(title, 2, f"{ctx.prefix}section"), *pareto, *first, *claim_part, *rest]
         appendix += [Heading(title, 3), *results_table, *matched_table]
         for e in ctx.verdicts:
-            entries.append({**e, "section": sec.title if many else ""})
+            short = sec.setting.get("source.name", sec.title) if many else ""
+            entries.append({**e, "section": sec.title if many else "", "where": str(short)})
         record["sections"].append(ctx.record)
     across = Ctx(sweep_dir, out, "x_", {}, figures)
     body += premise_effect.build(secs, across)
-    entries += across.verdicts
+    entries += [{**e, "where": "across sources"} for e in across.verdicts]
     if across.record:
         record["across_sources"] = across.record
     seeds = record.get("seeds", [])

@@ -1,7 +1,7 @@
 """Matched L0: a condition's runs over alpha form a curve (L0, metric) per layer and seed;
 conditions are compared at common L0 targets, interpolated in log L0 (stats.interp_log).
 
-- A quality metric (one with a better direction, QUALITY) is read off each seed's Pareto
+- A quality metric (one traded against L0, QUALITY) is read off each seed's Pareto
   frontier (stats.frontier: its non-dominated points), so a curve never runs through a
   dominated point (L0 is not always monotone in alpha). Other metrics (feature suppression,
   slopes, L0 CV, dead fraction) are read off all of a seed's points sorted by L0.
@@ -31,9 +31,7 @@ QUALITY = {  # metric: higher is better
     "cosine": True,
     "fvu": False,
     "mse": False,
-    "mcc": True,
-    "f1": True,
-}
+}  # not MCC or F1: feature recovery peaks in L0 (no trade-off), so all its points are read
 N_TARGETS = 5
 
 

@@ -9,7 +9,8 @@ independent seeds, so E_C has a Welch CI (stats.contrast_ci).
 
 - `premise_removed`: the premise raises the plain-loss standard SAE's slope (E_S CI above 0)
   and condition C removes it: E_C inside +-20% of E_S (equivalence: `verdicts.removed`).
-- `premise_reduced`: E_C - E_S has a CI below 0 (`verdicts.sign`)."""
+- `premise_reduced`: |E_C| - |E_S| has a CI below 0 (`verdicts.sign`), each effect's sign
+  taken from its mean (an effect pushed the other way is not a smaller one)."""
 
 from __future__ import annotations
 
@@ -49,7 +50,12 @@ def rows(on: Section, off: Section, c: Condition, s: Condition) -> list[dict[str
         for t in shared_targets(curves, SLOPE, layer):
             v = [at(cells, SLOPE, layer, t).seeds for cells in curves]
             e_c, e_s = contrast_ci(v[:2], [1, -1]), contrast_ci(v[2:], [1, -1])
-            did = contrast_ci(v, [1, -1, -1, 1])
+            # |E_c| - |E_s|, each effect's sign taken from its mean: a premise that pushes
+            # the slope the other way is not "less" of an effect
+            sc = 1.0 if e_c is None or e_c.mean >= 0 else -1.0
+            ss = 1.0 if e_s is None or e_s.mean >= 0 else -1.0
+            did = contrast_ci(v, [sc, -sc, -ss, ss])
+            where = f"at L0 {t:.3g}, layer {layer}"
             ax, ay = (
                 at(cells, "dead_fraction", layer, t, lambda d: 1 - d).stat for cells in curves[::2]
             )
@@ -66,7 +72,8 @@ def rows(on: Section, off: Section, c: Condition, s: Condition) -> list[dict[str
                     "alive_y": ay,
                     "removed": verdicts.removed(e_s, e_c),
                     "reduced": verdicts.sign(did, -1),
-                    "key": f"effect x {fmt(e_c)}, y {fmt(e_s)} at L0 {t:.3g}, layer {layer}",
+                    "key_removed": f"E_x {fmt(e_c)}, E_y {fmt(e_s)} {where}",
+                    "key_reduced": f"|E_x| − |E_y| = {fmt(did)} {where}",
                     "sources": sorted(
                         {src for cells in curves for x in cells for src in x.sources}
                     ),
@@ -83,7 +90,7 @@ def judgements(on: Section, off: Section, which: str) -> list[Judgement]:
     conds.sort(key=lambda c: (c[0] != "normalized_sae", c[1] != "none"))
     out = []
     for c in conds:  # the plain-loss Normalized SAE counts; the others are shown apart
-        rs = [{**r, "verdict": r[which]} for r in rows(on, off, c, s)]
+        rs = [{**r, "verdict": r[which], "key": r[f"key_{which}"]} for r in rows(on, off, c, s)]
         counted = c[0] == "normalized_sae" and c[1] == "none"
         out.append(judgement(f"{label(c)} vs {label(s)}", rs, counted))
     return out
@@ -94,8 +101,9 @@ def claims(on: Section, off: Section) -> tuple[Claim, ...]:
         "Per layer at matched L0 (targets inside the range every seed of the four curves "
         "covers), the premise's effect E = slope(premise source) − slope(flat source) of "
         "excess_l0_norm_slope (latents per e-fold of ||x||, a factor e ≈ 2.72); "
-        "x: the Normalized SAE's E, y: the plain-loss standard SAE's E, x − y: the "
-        "difference in differences, all with Welch CIs over independent seeds."
+        "x: the compared condition's E, y: the plain-loss standard SAE's E, x − y column: "
+        "|E_x| − |E_y| (a difference in differences), all with Welch CIs over independent "
+        "seeds."
     )
     return (
         Claim(
@@ -117,11 +125,13 @@ def claims(on: Section, off: Section) -> tuple[Claim, ...]:
             "premise_reduced",
             "The weaker claim: the premise's effect on the Normalized SAE is smaller than on "
             "the standard SAE.",
-            f"Supported if x − y has a CI below 0 (sign test). {did}",
+            "Supported if |E_x| − |E_y| (each effect's sign taken from its mean, so an effect "
+            f"in the other direction is not smaller) has a CI below 0 (sign test). {did}",
             lambda _: judgements(on, off, "reduced"),
             [],
             "reduces the premise's norm bias",
-            short_rule="difference in differences E_x − E_y with a CI below 0 (sign test).",
+            short_rule="|E_x| − |E_y| (difference in differences of magnitudes) with a CI "
+            "below 0 (sign test).",
         ),
     )
 

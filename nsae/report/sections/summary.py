@@ -66,36 +66,38 @@ def verdict_table(entries: list[dict[str, Any]], sections: bool) -> Table:
     for e in entries:
         if not e["counted"] or e["verdict"] == NOT_JUDGED:
             continue
-        where = f" ({e['section']})" if sections and e.get("section") else ""
         caveat = f" Caveat: {'; '.join(e['caveats'])}." if e["caveats"] else ""
+        where = [e.get("where") or e.get("section") or "all"] if sections else []
         rows.append(
             [
                 f"[{e['claim']}](#{e['anchor']})",
-                e["verdict"].upper(),
-                e["scope"] + where,
+                *where,
+                f"**{e['verdict'].upper()}**",
+                e["scope"],
                 e["number"] + caveat,
                 e["rule"],
             ]
         )
-    return Table(["claim", "verdict", "scope", "key number", "rule"], rows, anchor="verdicts")
+    head = ["claim", *(["section"] if sections else []), "verdict", "scope", "key number", "rule"]
+    return Table(head, rows, anchor="verdicts")
 
 
 def summary(entries: list[dict[str, Any]], n_runs: int, seeds: list[int]) -> Text:
     counted = [e for e in entries if e["counted"] and e["verdict"] != NOT_JUDGED]
     counts = {v: sum(e["verdict"] == v for e in counted) for v in RULES}
-    head: dict[tuple[str, str], dict[str, Any]] = {}
+    head: dict[str, dict[str, dict[str, Any]]] = {}
     for e in counted:  # each claim's first scope: the write-up's comparison where it has one
-        head.setdefault((e.get("section", ""), e["key"]), e)
+        where = e.get("where") or e.get("section") or ""
+        head.setdefault(where, {}).setdefault(e["key"], e)
     parts = [
         f"{n_runs} trained runs, seeds {', '.join(map(str, seeds)) or 'n/a'}. "
         f"Of {len(counted)} claims and scopes: "
         + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
-        + ". Each claim's first scope"
-        + (" (the write-up's own comparison where it applies)" if head else "")
-        + ": "
-        + "; ".join(f"{e['claim']}: **{e['verdict']}**" for e in head.values())
-        + "."
+        + ". Each claim's first scope (the write-up's own comparison where it applies): "
     ]
+    for where, by_claim in head.items():
+        listed = "; ".join(f"{e['claim']}: **{e['verdict']}**" for e in by_claim.values())
+        parts.append((f"{where}: " if where else "") + listed + ".")
     parts.append("Each verdict follows from the rule printed beside it (table below).")
     return Text(" ".join(parts))
 
