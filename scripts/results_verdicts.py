@@ -5,7 +5,8 @@ typed by hand).
     python scripts/results_verdicts.py --check   # fail if the block differs
 
 Every judged claim and scope that the reports count (report.json's `verdicts`) becomes one
-row: study, claim, scope, verdict, key number. The block stands between the markers
+row: study, source (or "across sources"), claim, scope, verdict, key number; claims that a
+study cannot judge (their conditions are absent) are left out, as in the reports' tables. The block stands between the markers
 `<!-- verdicts:begin -->` and `<!-- verdicts:end -->`. A published report rendered before
 the verdict table existed (no `verdicts` in its report.json) gets one row saying so.
 """
@@ -28,13 +29,13 @@ def rows(study: str) -> list[str]:
     record = json.loads((RESULTS / study / "report.json").read_text())
     link = f"[{study}]({study}/report.md)"
     if "verdicts" not in record:
-        return [f"| {link} | all | — | not yet re-rendered under these rules | — |"]
+        return [f"| {link} | all | all | — | not yet re-rendered under these rules | — |"]
     out = []
     for e in record["verdicts"]:
-        if not e["counted"]:
+        if not e["counted"] or e["verdict"] == "not judged":
             continue
-        scope = e["scope"] + (f" ({e['section']})" if e.get("section") else "")
-        cells = [link, e["claim"], scope, f"**{e['verdict']}**", e["number"]]
+        where = e.get("where") or e.get("section") or "all"
+        cells = [link, where, e["claim"], e["scope"], f"**{e['verdict']}**", e["number"]]
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return out
 
@@ -42,8 +43,8 @@ def rows(study: str) -> list[str]:
 def block() -> str:
     lines = [
         BEGIN,
-        "| study | claim | scope | verdict | key number |",
-        "|---|---|---|---|---|",
+        "| study | source | claim | scope | verdict | key number |",
+        "|---|---|---|---|---|---|",
         *(r for s in STUDIES for r in rows(s)),
         END,
     ]

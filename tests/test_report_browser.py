@@ -129,3 +129,26 @@ def test_verdict_table_on_the_first_screen(page: tuple[Path, dict[str, Any]]) ->
     assert m["verdicts"] is not None, "no element with id='verdicts'"
     assert m["verdicts"]["table"], "no <table> in #verdicts"
     assert m["verdicts"]["top"] < HEIGHT, m["verdicts"]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def measure(report: Path, tmp: Path) -> dict[str, Any]:
+    probe = tmp / "probe.html"
+    probe.write_text(report.read_text().replace("</body>", PROBE + "</body>"))
+    dom = chromium("--virtual-time-budget=10000", "--dump-dom", probe.as_uri(), profile=tmp)
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert found, f"the probe did not run: {dom[-500:]}"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def test_the_published_synthetic_report_opens_with_its_verdicts(tmp_path: Path) -> None:
+    """docs/results/synthetic_study/report.html as a reader opens it: the summary and the
+    verdict table on the first screen, every figure decoded and inside the page."""
+    m = measure(ROOT / "docs/results/synthetic_study/report.html", tmp_path)
+    assert m["verdicts"] is not None and m["verdicts"]["table"]
+    assert m["verdicts"]["top"] < HEIGHT / 2, m["verdicts"]
+    assert len(m["imgs"]) >= 20
+    for img in m["imgs"]:
+        assert img["natural"] >= 800 and img["right"] <= m["viewport"] + 0.5, img
