@@ -6,9 +6,10 @@ typed by hand).
 
 Every judged claim and scope that the reports count (report.json's `verdicts`) becomes one
 row: study, source (or "across sources"), claim, scope, verdict, key number; claims that a
-study cannot judge (their conditions are absent) are left out, as in the reports' tables. The block stands between the markers
-`<!-- verdicts:begin -->` and `<!-- verdicts:end -->`. A published report rendered before
-the verdict table existed (no `verdicts` in its report.json) gets one row saying so.
+study cannot judge (their conditions are absent) are left out, as in the reports' tables.
+The block stands between the markers `<!-- verdicts:begin -->` and `<!-- verdicts:end -->`.
+A published report rendered before the verdict table existed (no `verdicts` in its
+report.json) gets one row saying so.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ verbatim."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,20 +48,17 @@ def test_readme_bad_input_examples_print_what_readme_says(cli) -> None:
         assert proc.stderr.strip() == expected, args
 
 
+def script(name: str, *args: str, timeout: int) -> subprocess.CompletedProcess:
+    """Run scripts/<name> with this interpreter from the repository root."""
+    cmd = [sys.executable, f"scripts/{name}", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.mark.slow
 def test_readme_default_results_match_a_fresh_run() -> None:
     """README's default-results block is what `scripts/readme_results.py` renders from
     fresh runs of the two README defaults (to within the last shown digit)."""
-    import subprocess
-    import sys
-
-    proc = subprocess.run(
-        [sys.executable, "scripts/readme_results.py", "--check"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    proc = script("readme_results.py", "--check", timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
@@ -80,14 +79,5 @@ def test_readme_and_docs_link_only_to_files_in_the_repository() -> None:
 def test_published_verdict_table_is_what_the_reports_compute() -> None:
     """docs/results/README.md's verdict table is `scripts/results_verdicts.py`'s rendering of
     the published report.json files: no verdict is typed by hand."""
-    import subprocess
-    import sys
-
-    proc = subprocess.run(
-        [sys.executable, "scripts/results_verdicts.py", "--check"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = script("results_verdicts.py", "--check", timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -57,28 +57,20 @@ def headline_pairs(section: Section, pooled: list) -> list[tuple[str, list, bool
 # claim 1 ---------------------------------------------------------------------------------
 
 
+def shrink(v: float) -> float:
+    """|1 - v|: how far a norm ratio (FS, RRB) is from no shrinkage."""
+    return abs(1 - v)
+
+
 def _shrinkage_rows(section: Section, x: Any, y: Any) -> list[dict]:
     rows = []
     for layer in section.layers():
-        fs = matched_rows(
-            section,
-            x,
-            y,
-            "feature_suppression",
-            layer,
-            lambda d, _: verdicts.sign(d, -1),
-            lambda v: abs(1 - v),
-            "|1 − FS|",
-        )
-        rrb = matched_rows(
-            section,
-            x,
-            y,
-            "relative_reconstruction_bias",
-            layer,
-            lambda d, _: verdicts.sign(d, -1),
-            lambda v: abs(1 - v),
-            "|1 − RRB|",
+        fs, rrb = (
+            matched_rows(section, x, y, m, layer, lambda d, _: verdicts.sign(d, -1), shrink, what)
+            for m, what in (
+                ("feature_suppression", "|1 − FS|"),
+                ("relative_reconstruction_bias", "|1 − RRB|"),
+            )
         )
         by_target = {r["target"]: r for r in rrb}
         for r in fs:
