@@ -7,7 +7,9 @@ and then hands the thread a generator that continues from the state the build le
 same sequence the job's training noise would have come from alone. `randn` and
 `get_state`/`set_state` (checkpoints) use the thread's generator when it has one, else the
 global one. `GLOBAL_LOCK` also serialises code that reseeds the global generator under
-`torch.random.fork_rng` (the synthetic source's sampling).
+`torch.random.fork_rng` (the synthetic source's sampling). The contract: in a bank, every
+draw from the global generator holds `GLOBAL_LOCK`, so none lands inside another job's
+seeding block.
 """
 
 from __future__ import annotations
