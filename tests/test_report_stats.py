@@ -11,7 +11,7 @@ from scipy import stats as st
 
 from nsae.report.sections.dictionary import mean_cos, nn_max_cos
 from nsae.report.sections.premise import high_norm
-from nsae.report.stats import Stat, converged, diff_ci, interp_log, mean_ci, targets
+from nsae.report.stats import Stat, converged, diff_ci, interp_log, mean_ci
 
 T975_DF1 = 12.706204736174698  # Student t, 97.5% quantile, 1 degree of freedom (tables)
 
@@ -49,13 +49,6 @@ def test_interp_log_by_hand_and_extrapolation_flag() -> None:
     assert interp_log([10.0], [1.0], 10.0) == (1.0, False)
     assert interp_log([10.0], [1.0], 20.0) == (None, True)
     assert interp_log([0.0, 10.0], [0.1, 1.0], 10.0) == (1.0, False)  # L0 0 has no log
-
-
-def test_targets_overlap_or_midpoints() -> None:
-    t, overlap = targets([(10.0, 40.0), (20.0, 80.0)])
-    assert overlap and t == pytest.approx([20.0, math.sqrt(800), 40.0])
-    t, overlap = targets([(1.0, 2.0), (8.0, 32.0)])
-    assert not overlap and t == pytest.approx([math.sqrt(2), math.sqrt(math.sqrt(2) * 16), 16.0])
 
 
 def test_convergence_over_last_fifth() -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nsae.report import verdicts
-from nsae.report.groups import Condition, Section, label
+from nsae.report.groups import Cell, Condition, Section, label
 from nsae.report.matched import N_TARGETS, at, shared_targets
 from nsae.report.stats import Stat, diff_ci
 
@@ -106,7 +106,7 @@ def matched_rows(
         mx, my = at(cx, metric, layer, t, transform), at(cy, metric, layer, t, transform)
         d = None if mx.extrapolated or my.extrapolated else diff_ci(mx.seeds, my.seeds)
         ref = my.value if my.value is not None else 0.0
-        ax, ay = (at(c, "dead_fraction", layer, t, lambda v: 1 - v).stat for c in (cx, cy))
+        ax, ay = alive(cx, layer, t), alive(cy, layer, t)
         out.append(
             {
                 **base,
@@ -123,6 +123,11 @@ def matched_rows(
             }
         )
     return out
+
+
+def alive(cells: list[Cell], layer: int | str, target: float) -> Stat | None:
+    """The fraction of latents alive (1 - dead_fraction) at L0 = target."""
+    return at(cells, "dead_fraction", layer, target, lambda v: 1 - v).stat
 
 
 def caveats(rows: list[dict[str, Any]]) -> list[str]:

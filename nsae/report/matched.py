@@ -102,12 +102,6 @@ def shared_targets(
     return log_targets(shared_range(ranges), n)
 
 
-def l0_range(cells: list[Cell], layer: int | str) -> tuple[float, float] | None:
-    """The L0 range of the seed-averaged curve (figures and tables that show every point)."""
-    xs = [x for x in curve(cells, "l0", layer)[0] if x > 0]
-    return (min(xs), max(xs)) if xs else None
-
-
 def at(
     cells: list[Cell],
     metric: str,

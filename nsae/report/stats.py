@@ -168,22 +168,6 @@ def interp_log(l0: Sequence[float], y: Sequence[float], target: float) -> tuple[
     return float(y0 + (y1 - y0) * (t - x0) / (x1 - x0)), True
 
 
-def targets(ranges: Sequence[tuple[float, float]], n: int = 3) -> tuple[list[float], bool]:
-    """Common L0 targets for curves spanning `ranges` [(min L0, max L0)]: n log-spaced
-    points over their overlap (True), or, where they do not all overlap, over the span
-    from the smallest curve midpoint to the largest (False: some values extrapolate)."""
-    ranges = [(lo, hi) for lo, hi in ranges if lo > 0 and hi > 0]
-    if not ranges:
-        return [], False
-    lo, hi = max(r[0] for r in ranges), min(r[1] for r in ranges)
-    overlap = lo <= hi
-    if not overlap:
-        mids = [math.sqrt(a * b) for a, b in ranges]
-        lo, hi = min(mids), max(mids)
-    pts = np.geomspace(lo, hi, n) if hi > lo else np.array([lo])
-    return [float(p) for p in pts], overlap
-
-
 def converged(
     steps: Sequence[float], values: Sequence[float], frac: float = 0.2, tol: float = 0.05
 ) -> tuple[bool | None, float | None]:

@@ -27,7 +27,6 @@ from nsae.report.stats import Stat
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 BETTER = "better"  # a parity claim whose condition is clearly better than its reference
-OUTCOMES = (SUPPORTED, BETTER, CONTRADICTED, INCONCLUSIVE)
 L1_L0_TOLERANCE = 0.1  # claim 4: l1/l0 within 1 +- 0.1
 PAR_MARGIN = 0.01  # parity claims: non-inferior = the CI above -1% of the reference
 ABSENCE_MARGIN = 0.2  # absence claims: the effect within +-20% of the baseline's effect

@@ -85,6 +85,21 @@ def anchor(ctx: Ctx, key: str) -> str:
     return f"{ctx.prefix}claim-{key}"
 
 
+def entry(claim: Claim, ctx: Ctx, j: Judgement, number: str) -> dict:
+    """The judgement's row of the verdict table."""
+    return {
+        "claim": claim.short or claim.key,
+        "key": claim.key,
+        "scope": j.scope,
+        "verdict": j.verdict,
+        "number": number,
+        "counted": j.counted,
+        "caveats": j.caveats,
+        "anchor": anchor(ctx, claim.key),
+        "rule": claim.short_rule or claim.rule,
+    }
+
+
 def claim_blocks(claims: tuple[Claim, ...], section: Section, ctx: Ctx, record_key: str) -> list:
     """Each claim as its heading, statement, rule, and per scope its verdict, caveats and
     comparisons; the records go to ctx.record[record_key] and each judgement to the verdict
@@ -109,33 +124,9 @@ def claim_blocks(claims: tuple[Claim, ...], section: Section, ctx: Ctx, record_k
         if not judged:
             why = "the conditions it is about are not in this section (or lack the metric)"
             blocks.append(Text(f"Not judged: {why}."))
-            ctx.verdicts.append(
-                {
-                    "claim": claim.short or claim.key,
-                    "key": claim.key,
-                    "scope": "—",
-                    "verdict": NOT_JUDGED,
-                    "number": why,
-                    "counted": True,
-                    "caveats": [],
-                    "anchor": anchor(ctx, claim.key),
-                    "rule": claim.short_rule or claim.rule,
-                }
-            )
+            ctx.verdicts.append(entry(claim, ctx, Judgement("—", NOT_JUDGED, []), why))
         for j in js:
-            ctx.verdicts.append(
-                {
-                    "claim": claim.short or claim.key,
-                    "key": claim.key,
-                    "scope": j.scope,
-                    "verdict": j.verdict,
-                    "number": j.key,
-                    "counted": j.counted,
-                    "caveats": j.caveats,
-                    "anchor": anchor(ctx, claim.key),
-                    "rule": claim.short_rule or claim.rule,
-                }
-            )
+            ctx.verdicts.append(entry(claim, ctx, j, j.key))
             apart = "" if j.counted else " (shown apart: not proposed by the write-up)"
             blocks.append(Text(f"**{j.scope}**{apart}: **{j.verdict}**. Key number: {j.key}."))
             if j.caveats:

@@ -21,6 +21,7 @@ from nsae.report.judge import (
     BASELINE,
     WRITEUP,
     Judgement,
+    alive,
     find,
     fmt,
     judgement,
@@ -159,7 +160,7 @@ def slope_table(section: Section) -> list[Block]:
         t = tgts[len(tgts) // 2]
         for c in conds:
             s = at(section.cells[c], "l0_norm_slope", layer, t).stat
-            a = at(section.cells[c], "dead_fraction", layer, t, lambda v: 1 - v).stat
+            a = alive(section.cells[c], layer, t)
             rows.append([str(layer), f"{t:.3g}", label(c), fmt(s), fmt(a)])
     return [
         Text(

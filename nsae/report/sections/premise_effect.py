@@ -19,12 +19,12 @@ from typing import Any
 from nsae.report import verdicts
 from nsae.report.document import Block, Heading, Text
 from nsae.report.groups import Condition, Section, label
-from nsae.report.judge import BASELINE, Judgement, find, fmt, judgement
+from nsae.report.judge import BASELINE, Judgement, alive, find, fmt, judgement
 from nsae.report.matched import at, shared_targets
 from nsae.report.sections import Ctx
 from nsae.report.sections.claim_blocks import Claim, claim_blocks
 from nsae.report.sections.ground_truth import SLOPE, add_slopes, has_ground_truth
-from nsae.report.stats import Stat, contrast_ci
+from nsae.report.stats import contrast_ci
 
 
 def flat(section: Section) -> bool:
@@ -37,10 +37,6 @@ def twins(sections: list[Section]) -> tuple[Section, Section] | None:
     gt = [s for s in sections if has_ground_truth(s)]
     on, off = [s for s in gt if not flat(s)], [s for s in gt if flat(s)]
     return (on[0], off[0]) if len(on) == 1 and len(off) == 1 else None
-
-
-def alive(cells: list, layer: int, t: float) -> Stat | None:
-    return at(cells, "dead_fraction", layer, t, lambda d: 1 - d).stat
 
 
 def rows(on: Section, off: Section, c: Condition, s: Condition) -> list[dict[str, Any]]:
@@ -56,9 +52,7 @@ def rows(on: Section, off: Section, c: Condition, s: Condition) -> list[dict[str
             ss = 1.0 if e_s is None or e_s.mean >= 0 else -1.0
             did = contrast_ci(v, [sc, -sc, -ss, ss])
             where = f"at L0 {t:.3g}, layer {layer}"
-            ax, ay = (
-                at(cells, "dead_fraction", layer, t, lambda d: 1 - d).stat for cells in curves[::2]
-            )
+            ax, ay = (alive(cells, layer, t) for cells in curves[::2])
             out.append(
                 {
                     "pair": f"{label(c)} vs {label(s)}",
