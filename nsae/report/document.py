@@ -129,6 +129,7 @@ STYLE = (
     "details{margin:1em 0;border:1px solid #ddd;padding:.4em .8em}"
     "summary{cursor:pointer;font-weight:bold}"
     "#verdicts td,#verdicts th{white-space:normal;text-align:left;vertical-align:top}"
+    "#glossary-table td{text-align:left;white-space:normal}"
     "#verdicts td:last-child{font-size:.85em;color:#444;min-width:16em}"
     ".toc{columns:2;font-size:.9em}"
 )

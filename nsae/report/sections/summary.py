@@ -130,5 +130,5 @@ def build(
 def glossary() -> list[Block]:
     return [
         Heading("Glossary", 2, "glossary"),
-        Table(["term", "meaning"], [list(t) for t in GLOSSARY]),
+        Table(["term", "meaning"], [list(t) for t in GLOSSARY], anchor="glossary-table"),
     ]
