@@ -15,9 +15,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from nsae.config import CONF_DIR
+from nsae.job import run
 from nsae.loss import SAELoss
 from nsae.saes import SAE
-from nsae.train import run
 
 
 def config(*overrides: str) -> DictConfig:

@@ -1,10 +1,11 @@
 """Validation and final evaluation of the SAE bank (noise off): every evaluation metric,
 updated from held-out batches and computed (then reset) once per evaluation.
 
-An LM source's batch is indices of held-out contexts: the datamodule gives their tokens and
-activations (`eval_batch`: stored once per sweep, or harvested), and for the final evaluation
-each layer's reconstruction is spliced back into the model (the zero ablation's terms come
-from the datamodule too: `zero_terms`): at every harvested position for nsae's own metrics,
+An LM source's batch is indices of held-out contexts: the activation source gives their
+tokens and activations (`LMActivations.eval_batch`: stored once per sweep, or harvested),
+and for the final evaluation each layer's reconstruction is spliced back into the source's
+LM (the zero ablation's terms are stored with the fixed inputs, `zero_ablation`, or computed
+here): at every harvested position for nsae's own metrics,
 and, for SAEBench's (`SpliceMetrics`), only at positions whose token is not BOS, EOS or pad,
 the original activation kept at those (a second forward, run only for a batch that has one).
 A synthetic source's batch is an index into its fixed evaluation stream, which also carries
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from nsae.data.activations import eval_positions
 from nsae.metrics import (
     FeatureDensity,
     NormBinnedMetrics,
@@ -28,7 +30,7 @@ from nsae.metrics import (
     saebench_mask,
 )
 from nsae.metrics.ground_truth import GroundTruthMetrics
-from nsae.metrics.splice import token_terms
+from nsae.metrics.splice import clean_log_probs, token_terms
 
 
 class Evaluator(nn.Module):
@@ -64,13 +66,14 @@ class Evaluator(nn.Module):
             self.ground_truth.set_decoder(self.sae[0].W_dec_LMD.detach())
 
     def update(self, dm: Any, batch: Tensor, splice: bool) -> None:
-        if getattr(dm, "synthetic", None) is not None:
-            self._update_synthetic(dm, batch)
+        """One evaluation batch of the datamodule `dm`'s activation source (`dm.acts`)."""
+        if dm.acts.synthetic is not None:
+            self._update_synthetic(dm.acts.synthetic, batch, dm.data.batch_size)
         else:
-            self._update_lm(dm, batch, splice)
+            self._update_lm(dm.acts, batch, splice, dm.clean_log_probs)
 
-    def _update_synthetic(self, dm: Any, index: Tensor) -> None:
-        truth = dm.synthetic.eval_batch(int(index), dm.data.batch_size)
+    def _update_synthetic(self, synthetic: Any, index: Tensor, batch_tokens: int) -> None:
+        truth = synthetic.eval_batch(int(index), batch_tokens)
         x_hat_NLD, f_NLM = self.sae[0](truth.x_NLD)
         b = self.metrics.update(truth.x_NLD, x_hat_NLD, f_NLM)
         self.density.update(b)
@@ -79,19 +82,20 @@ class Evaluator(nn.Module):
         assert self.ground_truth is not None
         self.ground_truth.update(truth.x_NLD, x_hat_NLD, f_NLM, truth.f_NLF)
 
-    def _update_lm(self, dm: Any, index_B: Tensor, splice: bool) -> None:
-        ids_BT, x_NLD, keep_BT = dm.eval_batch(index_B)
+    def _update_lm(self, acts: Any, index_B: Tensor, splice: bool, shared: Callable) -> None:
+        """shared(index_B, compute): the clean log-probabilities, computed once per cohort."""
+        ids_BT, x_NLD, keep_BT = acts.eval_batch(index_B)
         x_hat_NLD, f_NLM = self.sae[0](x_NLD)
         b = self.metrics.update(x_NLD, x_hat_NLD, f_NLM)
         self.density.update(b)
-        tok = dm.tokenizer  # SAEBench counts no BOS, EOS or pad position
+        tok = acts.tokenizer  # SAEBench counts no BOS, EOS or pad position
         mask_BT = saebench_mask(ids_BT, (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id))
         self.saebench.update(b, mask_BT[keep_BT])
-        self.binned.update(b, dm.eval_positions(keep_BT) == 0)
+        self.binned.update(b, eval_positions(keep_BT) == 0)
         if not splice:
             return
-        lm = dm.harvester
-        logp_clean = dm.clean_log_probs(index_B, ids_BT)
+        lm = acts.harvester
+        logp_clean = shared(index_B, lambda: clean_log_probs(lm.logits(ids_BT)))
         # SAEBench splices only at its mask's positions (the original activation is kept at
         # BOS/EOS/pad): a second forward, needed only if a spliced position is outside it
         sb_N = mask_BT[keep_BT]  # which harvested tokens SAEBench splices
@@ -104,7 +108,7 @@ class Evaluator(nn.Module):
             if sb_BT is not None:
                 logits_sb_BTV = lm.logits(ids_BT, j, spliced(x_hat_NLD[sb_N, j], sb_BT))
                 recon_sb = token_terms(logp_clean, logits_sb_BTV, ids_BT)
-            zero = dm.zero_terms(index_B, j, logp_clean)
+            zero = zero_terms(acts, index_B, ids_BT, j, logp_clean)
             self.splice.update(j, ids_BT, logp_clean, recon, zero, mask_BT, recon_sb)
 
     def finish(self, layers: list[int]) -> tuple[dict[str, Tensor], Tensor]:
@@ -135,3 +139,32 @@ def spliced(x_hat_ND: Tensor, where_BT: Tensor) -> Callable[[Tensor], Tensor]:
         return out_BTD
 
     return splice
+
+
+def ablate(lm: Any, ids_BT: Tensor, j: int, logp_clean_BTV: Tensor) -> tuple[Tensor, Tensor]:
+    """`token_terms` of a forward with layer j's activation zeroed at every position (BOS,
+    EOS and pad included: SAEBench's ablation too)."""
+    return token_terms(logp_clean_BTV, lm.logits(ids_BT, j, torch.zeros_like), ids_BT)
+
+
+def zero_ablation(lm: Any, ids_BT: Tensor) -> dict[str, Tensor]:
+    """Each layer's zero-ablation terms of a batch of contexts, stored with the fixed inputs
+    (`LMActivations`' fixed_extras): kl [L, B, T] and ce [L, B, T - 1]."""
+    logp_clean_BTV = clean_log_probs(lm.logits(ids_BT))
+    terms = [ablate(lm, ids_BT, j, logp_clean_BTV) for j in range(len(lm.layers))]
+    return {
+        "zero_kl_LCT": torch.stack([t[0] for t in terms]).cpu(),
+        "zero_ce_LCT": torch.stack([t[1] for t in terms]).cpu(),
+    }
+
+
+def zero_terms(
+    acts: Any, index_B: Tensor, ids_BT: Tensor, j: int, logp_clean_BTV: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Layer j's zero-ablation (kl [B, T], ce [B, T - 1]) of an evaluation batch: stored,
+    or from a forward with that layer zeroed."""
+    kl_LBT = acts.stored_extra("zero_kl_LCT", index_B)
+    ce_LBT = acts.stored_extra("zero_ce_LCT", index_B)
+    if kl_LBT is not None and ce_LBT is not None:
+        return kl_LBT[j], ce_LBT[j]
+    return ablate(acts.harvester, ids_BT, j, logp_clean_BTV)

@@ -6,26 +6,13 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from nsae.errors import NsaeError
-
-
-class Interrupted(NsaeError):
-    """The run stopped on a signal after saving a checkpoint."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.exit_code = 128 + signum
-
-
-class WorkersInterrupted(Exception):
-    """A sweep job in a worker process (hydra/launcher=parallel) stopped on a signal after
-    saving its step; raised to the sweep's own process, which ends the sweep."""
+from nsae.errors import Interrupted
+from nsae.rundir import RunDir
 
 
 class GracefulStop(Callback):
@@ -33,7 +20,7 @@ class GracefulStop(Callback):
 
     def __init__(
         self,
-        run_dir: Path,
+        run_dir: RunDir,
         multirun: bool = False,
         stop_requested: Callable[[], bool] | None = None,
     ) -> None:
@@ -67,7 +54,7 @@ class GracefulStop(Callback):
         if not requested or self.saved_step is not None:
             return
         self.signum = self.signum or signal.SIGTERM
-        trainer.save_checkpoint(self.run_dir / "checkpoints" / "last.ckpt")
+        trainer.save_checkpoint(self.run_dir.checkpoint)
         self.saved_step = trainer.global_step
         trainer.should_stop = True
 
@@ -81,14 +68,14 @@ class GracefulStop(Callback):
         """After fit: raise `Interrupted` with the resume command if a signal stopped it."""
         if self.saved_step is None or self.signum is None:
             return
-        from nsae.launch import hydra_quote
+        from nsae.ranks import hydra_quote
 
         name = signal.Signals(self.signum).name
+        where = hydra_quote(str(self.run_dir.path))
         how = (
             "re-run the same sweep command (finished jobs are skipped, this one resumes)"
             if self.multirun
-            else f"python -m nsae.train resume=true hydra.run.dir={hydra_quote(str(self.run_dir))}"
-            " (and the same overrides)"
+            else f"python -m nsae.train resume=true hydra.run.dir={where} (and the same overrides)"
         )
         raise Interrupted(
             f"stopped by {name} at step {self.saved_step}; checkpoint saved. Resume: {how}",

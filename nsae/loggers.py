@@ -16,7 +16,7 @@ from typing import Any
 
 from hydra.utils import instantiate
 
-from nsae.launch import global_rank
+from nsae.ranks import global_rank
 
 
 def wandb_run_id(run_dir: Path) -> str:

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from nsae.constants import COEFF_MODES
 from nsae.saes.base import TrainOutput
 
 NORM_POWER = {"none": 0, "input_norm": 1, "input_norm_squared": 2}
-COEFF_MODES = ("alpha", "beta")
 
 
 FEATURE_POWER = {"proportional": 1, "bounded": 0}

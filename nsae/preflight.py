@@ -6,7 +6,7 @@ it (`conf/config.yaml` sets `hydra.output_subdir: null` and a console-only job l
 writes no `.hydra/` files and no log). `preflight(argv)` runs first, in the process the user
 started, and composes each job exactly as Hydra will:
 
-- a bad job (see `nsae.config.validate`) stops the whole command before any job starts,
+- a bad job (see `nsae.checks.validate`) stops the whole command before any job starts,
   with one line naming every bad job;
 - a job whose directory holds a finished run (`metrics.json`) is skipped when its resolved
   config equals the new one (paths aside), and otherwise stops the command, naming the
@@ -14,28 +14,23 @@ started, and composes each job exactly as Hydra will:
 - a job whose directory holds an interrupted run (a checkpoint, no metrics.json) resumes
   it in a sweep (same config) and needs `resume=true` in a single run.
 
-`job_plan(cfg, run_dir, multirun)` is that decision for one job; `nsae.train` calls it
-again inside each job (the cluster may run jobs elsewhere), so the rule holds however the
-job was launched.
+`RunDir.plan` (`nsae.rundir`) is that decision for one job; each job makes it again when it
+starts (the cluster may run jobs elsewhere), so the rule holds however the job was
+launched.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from nsae.config import ASSETS, CONF_DIR
+from nsae.constants import CONF_DIR
 from nsae.errors import NsaeError
-
-# Keys that never change a result: bookkeeping, loggers (names, paths), the cache location.
-IGNORED_PREFIXES = ("resume", "logger", "data.cache_dir", "hydra")
-
-Plan = Literal["new", "skip", "resume"]
+from nsae.launchers import Kind, job_problem, kind_of
+from nsae.rundir import Plan, RunDir
 
 
 @dataclass
@@ -45,39 +40,6 @@ class JobCheck:
     overrides: list[str]
     cfg: DictConfig  # the task config (no hydra node), interpolations resolved
     run_dir: Path
-
-
-def flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    """{'a.b': v} from nested dicts."""
-    if not isinstance(d, dict) or not d:
-        return {prefix.rstrip("."): d} if prefix else {}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out |= flat(v, f"{prefix}{k}.")
-    return out
-
-
-def display_path(value: Any) -> Any:
-    """A path inside nsae's shipped assets as `embedded:<name>` (the same on every machine);
-    anything else unchanged."""
-    if isinstance(value, str) and value.startswith(str(ASSETS) + os.sep):
-        return "embedded:" + value[len(str(ASSETS)) + 1 :]
-    return value
-
-
-def comparable(resolved: dict[str, Any]) -> dict[str, Any]:
-    """The flattened config that decides a run's results: paths of shipped assets made
-    machine-independent, bookkeeping keys left out."""
-    return {
-        k: display_path(v)
-        for k, v in flat(resolved).items()
-        if not any(k == p or k.startswith(p + ".") for p in IGNORED_PREFIXES)
-    }
-
-
-def differing_keys(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    a, b = comparable(before), comparable(after)
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
 def resolved_task_config(cfg: DictConfig) -> dict[str, Any]:
@@ -93,51 +55,6 @@ def resolved_task_config(cfg: DictConfig) -> dict[str, Any]:
     if loggers is not None:
         out["logger"] = loggers
     return out
-
-
-def job_plan(resolved: dict[str, Any], run_dir: Path, multirun: bool, resume: bool) -> Plan:
-    """What to do with `run_dir` for a job with this resolved config (see the module doc)."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise NsaeError(f"run directory {run_dir} is a file; choose another hydra.run.dir")
-    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
-    if not existing.is_dir():
-        raise NsaeError(f"run directory {run_dir} is under a file; choose another hydra.run.dir")
-    if not os.access(existing, os.W_OK):
-        raise NsaeError(f"run directory {run_dir} is not writable; choose another hydra.run.dir")
-    finished = (run_dir / "metrics.json").is_file() or (run_dir / "skipped.json").is_file()
-    interrupted = (run_dir / "checkpoints" / "last.ckpt").is_file()
-    if not (finished or interrupted):
-        if resume:
-            raise NsaeError(
-                f"resume=true but {run_dir / 'checkpoints' / 'last.ckpt'} does not exist; "
-                "valid: a run directory whose training was interrupted"
-            )
-        return "new"
-    config_file = run_dir / "config.yaml"
-    before = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
-    changed = differing_keys(before or {}, resolved)
-    if finished:
-        if multirun and not changed:
-            return "skip"
-        if multirun:
-            raise NsaeError(
-                f"{run_dir} holds a finished run under another configuration (differs in "
-                f"{', '.join(changed[:6])}); choose another hydra.sweep.dir"
-            )
-        raise NsaeError(
-            f"{run_dir} already holds a finished run (metrics.json); choose another hydra.run.dir"
-        )
-    if changed:
-        raise NsaeError(
-            f"the checkpoint in {run_dir} was written under another configuration "
-            f"(differs in {', '.join(changed[:6])}); choose another run directory"
-        )
-    if multirun or resume or int(os.environ.get("SLURM_RESTART_COUNT", 0)) > 0:
-        return "resume"
-    raise NsaeError(
-        f"{run_dir} holds an interrupted run; continue it with resume=true, "
-        "or choose another hydra.run.dir"
-    )
 
 
 def _split_argv(argv: list[str]) -> tuple[bool, list[str]] | None:
@@ -204,7 +121,7 @@ def _is_sweep(override: str) -> bool:
 
 class Checked(NamedTuple):
     plans: dict[Path, Plan]  # each run directory's plan
-    launcher: str  # the Hydra launcher's _target_
+    launcher: Kind  # the kind of the Hydra launcher (`nsae.launchers`)
 
 
 def preflight(argv: list[str]) -> Checked | None:
@@ -212,7 +129,7 @@ def preflight(argv: list[str]) -> Checked | None:
     plan and the launcher, or None when the command is left to Hydra (help, another
     config, ...). Raises NsaeError (one line) if any job is bad or would touch an earlier
     run."""
-    from nsae.config import validate
+    from nsae.checks import validate
 
     try:
         composed = compose_jobs(argv)
@@ -227,19 +144,16 @@ def preflight(argv: list[str]) -> Checked | None:
         sweeps = " ".join(a for a in argv if "(" in a or "," in a)
         raise NsaeError(f"the sweep has no jobs: {sweeps or 'its overrides'} match no option")
     problems, plans = [], {}
+    kind = kind_of(jobs[0].cfg)
     for num, job in enumerate(jobs):
         try:
             resolved = resolved_task_config(job.cfg)
             validate(OmegaConf.create(resolved))
-            if "NsaeBank" in str(OmegaConf.select(job.cfg, "hydra.launcher._target_") or ""):
-                from nsae.bank import bank_problem
-
-                problem = bank_problem(OmegaConf.create(resolved))
-                if problem:
-                    raise NsaeError(f"hydra/launcher=nsae_bank: {problem}")
-            plans[job.run_dir] = job_plan(
-                resolved, job.run_dir, multirun, bool(resolved.get("resume", False))
-            )
+            problem = job_problem(kind, OmegaConf.create(resolved))
+            if problem:
+                raise NsaeError(problem)
+            resume = bool(resolved.get("resume", False))
+            plans[job.run_dir] = RunDir(job.run_dir).plan(resolved, multirun, resume)
         except NsaeError as err:
             problems.append((num, job.overrides, str(err)))
         except Exception as err:  # an interpolation that cannot resolve, ...
@@ -253,7 +167,7 @@ def preflight(argv: list[str]) -> Checked | None:
         raise NsaeError(
             f"{len(problems)} of {len(jobs)} jobs cannot run, so none was started: {listed}"
         )
-    return Checked(plans, str(OmegaConf.select(jobs[0].cfg, "hydra.launcher._target_") or ""))
+    return Checked(plans, kind)
 
 
 def explain_hydra_error(err: Exception, argv: list[str] | None = None) -> str:

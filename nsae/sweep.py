@@ -1,10 +1,9 @@
-"""How the jobs of a sweep ended, and stopping a sweep whose jobs run in worker processes
-(hydra/launcher=parallel): the summary line, and Ctrl-C handled so that running jobs save
-their step and queued ones do not start."""
+"""How the jobs of a sweep ended (read from their run directories), and stopping a sweep
+whose jobs run in worker processes (hydra/launcher=parallel): the summary line, and Ctrl-C
+handled so that running jobs save their step and queued ones do not start."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -12,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-OUTCOMES: list[tuple[Path, str, str | None]] = []  # this process's jobs: (dir, outcome, error)
+from nsae.rundir import Outcome, Plan, RunDir
 
 
 def stop_marker(sweep_pid: int | str) -> Path:
@@ -35,32 +34,22 @@ def let_workers_stop(signum: int, _frame: Any) -> None:
     stop_marker(os.getpid()).touch()  # the jobs still queued see it and do not start
 
 
-def outcomes_from_dirs(plans: dict[Path, Any]) -> None:
-    """Jobs that ran in other processes (hydra/launcher=parallel or slurm): read how each
-    ended from its run directory, as `nsae.report` does (jobs already recorded by this
-    process, a bank's, are not read again)."""
-    recorded = {d for d, _, _ in OUTCOMES}
-    for run_dir in plans:
-        if run_dir in recorded:
-            continue
-        if (run_dir / "failed.json").is_file():
-            error = json.loads((run_dir / "failed.json").read_text()).get("error", "?")
-            OUTCOMES.append((run_dir, "failed", error))
-        elif (run_dir / "skipped.json").is_file():
-            OUTCOMES.append((run_dir, "skipped", None))
-        elif (run_dir / "metrics.json").is_file():
-            OUTCOMES.append((run_dir, "finished", None))
-        elif (run_dir / "checkpoints" / "last.ckpt").is_file():
-            OUTCOMES.append((run_dir, "unfinished", "resumes on a re-run"))
-        else:
-            OUTCOMES.append((run_dir, "unfinished", "not started or stopped before training"))
+def outcomes(plans: dict[Path, Plan]) -> list[tuple[Path, Outcome, str | None]]:
+    """How each job of a sweep ended, read from its run directory (wherever it ran: in
+    this process, a worker, a thread or a Slurm job); a job found finished before the sweep
+    started (plan "skip") counts as skipped."""
+    found = []
+    for run_dir, plan in plans.items():
+        outcome, why = RunDir(run_dir).outcome()
+        found.append((run_dir, "skipped" if plan == "skip" else outcome, why))
+    return found
 
 
-def sweep_summary() -> int:
+def sweep_summary(ended: list[tuple[Path, Outcome, str | None]]) -> int:
     """Print how a sweep's jobs ended; the exit code (1 if any failed)."""
-    failed = [(d, e) for d, outcome, e in OUTCOMES if outcome == "failed"]
-    counts = {o: sum(1 for _, out, _ in OUTCOMES if out == o) for o in ("finished", "skipped")}
-    unfinished = sum(1 for _, outcome, _ in OUTCOMES if outcome == "unfinished")
+    failed = [(d, e) for d, outcome, e in ended if outcome == "failed"]
+    counts = {o: sum(1 for _, out, _ in ended if out == o) for o in ("finished", "skipped")}
+    unfinished = sum(1 for _, outcome, _ in ended if outcome == "unfinished")
     print(
         f"nsae: sweep: {counts['finished']} finished, {counts['skipped']} skipped, "
         f"{len(failed)} failed"

@@ -183,7 +183,7 @@ def test_orphaned_partial_builds_are_removed_by_the_next_build(tmp_path: Path) -
 
 
 def test_file_digests_are_remembered_by_path_size_and_mtime(tmp_path: Path) -> None:
-    from nsae.data.cache import DIGEST_INDEX, file_digest
+    from nsae.data.fingerprint import DIGEST_INDEX, file_digest
 
     f = tmp_path / "data.txt"
     f.write_text("abc\n")
@@ -205,7 +205,7 @@ def test_file_digests_are_remembered_by_path_size_and_mtime(tmp_path: Path) -> N
 
 
 def test_unknown_hub_model_is_unresolved(tmp_path: Path) -> None:
-    from nsae.data.cache import model_fingerprint
+    from nsae.data.fingerprint import model_fingerprint
 
     got = model_fingerprint("nsae-test/no-such-model", tmp_path)
     assert got == {"hub": "nsae-test/no-such-model", "revision": "unresolved"}

@@ -46,7 +46,7 @@ def test_alpha_override_wins() -> None:
 def test_presets_override_the_base_config_and_pass_validation(preset: str) -> None:
     """Presets come after config.yaml's own keys in the defaults list, so they win; and
     each preset composes into a config that passes validation against the model."""
-    from nsae.config import validate
+    from nsae.checks import validate
 
     cfg = compose_cfg(preset)
     if preset == "debug=tiny":
@@ -189,7 +189,7 @@ def test_memory_and_accelerator_are_checked_before_anything_runs() -> None:
     machine lacks is refused, both in one line with the numbers."""
     import torch
 
-    from nsae.config import check_accelerator, validate
+    from nsae.checks import check_accelerator, validate
 
     with pytest.raises(NsaeError, match=r"the SAE bank needs about .* GiB .* but the device has"):
         validate(compose_cfg("sae.expansion_factor=100000"))

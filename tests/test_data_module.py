@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoTokenizer
 
 from nsae.config import asset
+from nsae.data.activations import eval_positions
 from nsae.data.datamodule import ActivationDataModule
 from nsae.data.source import Harvester, load_source
 from nsae.errors import NsaeError
@@ -123,7 +124,7 @@ def test_norm_sample_from_train_split_and_eval_from_eval_split(tmp_path: Path) -
     norms = x_NLD[:200, 1].double().norm(dim=-1)
     assert dm.norm_stats["layer_3"]["mean"] == pytest.approx(norms.mean().item(), rel=1e-5)
     torch.testing.assert_close(dm.eval_ids, reference_contexts(data.data_files.eval, 8))
-    stored = np.load(dm.cache.dir / "acts.npy")
+    stored = np.load(dm.acts.cache.dir / "acts.npy")
     cached = harvester(reference_contexts(data.data_files.train, 64)).flatten(0, 1)
     np.testing.assert_allclose(stored, cached.numpy(), rtol=1e-5, atol=1e-5)
 
@@ -131,9 +132,9 @@ def test_norm_sample_from_train_split_and_eval_from_eval_split(tmp_path: Path) -
 def test_eval_positions_skip_excluded_special_tokens(tmp_path: Path) -> None:
     dm = make_dm(data_cfg(tmp_path, exclude_special_tokens=True, cache=False))
     ids_BT = dm.eval_ids[:3]
-    x_NLD, keep_BT = dm.harvest(ids_BT)
-    pos_N = dm.eval_positions(keep_BT)
-    bos_eos = {dm.tokenizer.bos_token_id, dm.tokenizer.eos_token_id}
+    x_NLD, keep_BT = dm.acts.harvest(ids_BT)
+    pos_N = eval_positions(keep_BT)
+    bos_eos = {dm.acts.tokenizer.bos_token_id, dm.acts.tokenizer.eos_token_id}
     want = [t for row in ids_BT.tolist() for t, tok in enumerate(row) if tok not in bos_eos]
     assert pos_N.tolist() == want and len(pos_N) == len(x_NLD)
     assert 0 not in want and dm.norm_stats["layer_1"]["position_0"]["n_tokens"] == 0

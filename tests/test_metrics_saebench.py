@@ -92,8 +92,8 @@ def test_spliced_keeps_the_original_activation_off_the_given_positions() -> None
 
 
 class ToyDM:
-    """What `Evaluator._update_lm` reads from the datamodule, around a toy causal "LM" of two
-    layers: a given activation a_BTD, changed by a hook `fn` at layer j, mixed causally
+    """What `Evaluator._update_lm` reads from the activation source, around a toy causal
+    "LM" of two layers: a given activation a_BTD, changed by a hook `fn` at layer j, mixed causally
     (cumulative mean over positions) and projected onto V logits."""
 
     def __init__(self, ids_BT: Tensor, keep_BT: Tensor, seed: int = 0) -> None:
@@ -103,7 +103,7 @@ class ToyDM:
         self.a_BTLD = torch.randn(B, T, 2, 4, generator=g)
         self.W_DV = torch.randn(4, 6, generator=g)
         self.tokenizer = SimpleNamespace(bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD)
-        self.harvester = SimpleNamespace(logits=self.logits)
+        self.harvester = SimpleNamespace(logits=self.logits, layers=[0, 1])
         self.hooks: list[Tensor] = []  # each hooked forward's activation at its layer
 
     def logits(self, ids_BT: Tensor, j: int | None = None, fn=None) -> Tensor:
@@ -118,17 +118,8 @@ class ToyDM:
     def eval_batch(self, index_B: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return self.ids_BT, self.a_BTLD[self.keep_BT], self.keep_BT
 
-    @staticmethod
-    def eval_positions(keep_BT: Tensor) -> Tensor:
-        return keep_BT.nonzero()[:, 1]
-
-    def clean_log_probs(self, index_B: Tensor, ids_BT: Tensor) -> Tensor:
-        return clean_log_probs(self.logits(ids_BT))
-
-    def zero_terms(self, index_B: Tensor, j: int, logp_clean_BTV: Tensor):
-        return token_terms(
-            logp_clean_BTV, self.logits(self.ids_BT, j, torch.zeros_like), self.ids_BT
-        )
+    def stored_extra(self, name: str, index_B: Tensor) -> None:
+        return None  # no stored fixed inputs: the zero ablation is a forward here
 
 
 @pytest.mark.parametrize("case", ["special", "no_special", "special_not_harvested"])
@@ -150,7 +141,7 @@ def test_evaluator_splices_saebench_only_on_its_mask_and_only_when_needed(case: 
     sae = build_sae("none", 2, 4, 8).eval()
     ev = Evaluator(sae, ["l0"])
     with torch.no_grad():
-        ev._update_lm(dm, torch.arange(2), splice=True)
+        ev._update_lm(dm, torch.arange(2), True, lambda index_B, compute: compute())
         x_hat_NLD = sae(dm.a_BTLD[keep_BT])[0]
     out, hooks = ev.splice.compute(), list(dm.hooks)
     mask_BT = saebench_mask(ids_BT, [BOS, EOS, PAD])

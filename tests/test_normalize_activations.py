@@ -14,7 +14,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from nsae.config import CONF_DIR, validate
+from nsae.checks import validate
+from nsae.config import CONF_DIR
 from nsae.data.norms import add_input_scales, input_scales, norm_statistics
 from nsae.errors import NsaeError
 
@@ -115,8 +116,8 @@ def scaled_run(tmp_path_factory) -> Path:
 
 def _training_sae(run_dir: Path, cfg):
     """The SAE in training units, from the last checkpoint (written before the fold)."""
+    from nsae.constants import SAE_COMMON_KEYS
     from nsae.saes import build_sae
-    from nsae.train import SAE_COMMON_KEYS
 
     ckpt = torch.load(run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     state = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("sae.")}
@@ -149,7 +150,7 @@ def test_metrics_are_raw_units_and_the_export_maps_raw_to_raw(scaled_run: Path) 
     sse_L, n, l0_L, xs = torch.zeros(len(layers), dtype=torch.float64), 0, 0.0, []
     with torch.no_grad():
         for ids_BT in dm.eval_ids.split(cfg.data.harvest_batch):
-            x_NLD = dm.harvest(ids_BT)[0]
+            x_NLD = dm.acts.harvest(ids_BT)[0]
             x_hat_NLD, f_NLM = sae(x_NLD * s_L[:, None])
             x_hat_NLD = x_hat_NLD / s_L[:, None]
             sse_L += (x_hat_NLD - x_NLD).double().pow(2).sum(-1).sum(0)

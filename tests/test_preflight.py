@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from nsae.errors import NsaeError
-from nsae.preflight import compose_jobs, differing_keys, display_path, job_plan, preflight
+from nsae.preflight import compose_jobs, preflight
+from nsae.rundir import RunDir, differing_keys, display_path
 
 CFG = {"seed": 0, "optim": {"lr": 0.003}, "data": {"cache_dir": "/a"}, "resume": False}
 
@@ -26,36 +27,36 @@ def write_run(run_dir: Path, cfg: dict, finished: bool, ckpt: bool = False) -> N
 
 
 def test_a_new_directory_is_new(tmp_path: Path) -> None:
-    assert job_plan(CFG, tmp_path / "run", multirun=False, resume=False) == "new"
+    assert RunDir(tmp_path / "run").plan(CFG, multirun=False, resume=False) == "new"
     with pytest.raises(NsaeError, match=r"resume=true but .*last.ckpt does not exist"):
-        job_plan(CFG, tmp_path / "run", multirun=False, resume=True)
+        RunDir(tmp_path / "run").plan(CFG, multirun=False, resume=True)
 
 
 def test_a_finished_job_is_skipped_only_under_the_same_config(tmp_path: Path) -> None:
     write_run(tmp_path / "run", CFG, finished=True)
     same_but_paths = {**CFG, "data": {"cache_dir": "/elsewhere"}, "resume": True}
-    assert job_plan(same_but_paths, tmp_path / "run", multirun=True, resume=False) == "skip"
+    assert RunDir(tmp_path / "run").plan(same_but_paths, multirun=True, resume=False) == "skip"
     other = {**CFG, "optim": {"lr": 0.01}}
     with pytest.raises(NsaeError, match=r"another configuration \(differs in optim.lr\)"):
-        job_plan(other, tmp_path / "run", multirun=True, resume=False)
+        RunDir(tmp_path / "run").plan(other, multirun=True, resume=False)
     with pytest.raises(NsaeError, match="already holds a finished run"):
-        job_plan(CFG, tmp_path / "run", multirun=False, resume=False)
+        RunDir(tmp_path / "run").plan(CFG, multirun=False, resume=False)
 
 
 def test_an_interrupted_job_resumes_in_a_sweep_and_needs_resume_alone(tmp_path: Path) -> None:
     write_run(tmp_path / "run", CFG, finished=False, ckpt=True)
-    assert job_plan(CFG, tmp_path / "run", multirun=True, resume=False) == "resume"
-    assert job_plan(CFG, tmp_path / "run", multirun=False, resume=True) == "resume"
+    assert RunDir(tmp_path / "run").plan(CFG, multirun=True, resume=False) == "resume"
+    assert RunDir(tmp_path / "run").plan(CFG, multirun=False, resume=True) == "resume"
     with pytest.raises(NsaeError, match="holds an interrupted run; continue it with resume=true"):
-        job_plan(CFG, tmp_path / "run", multirun=False, resume=False)
+        RunDir(tmp_path / "run").plan(CFG, multirun=False, resume=False)
     with pytest.raises(NsaeError, match=r"differs in seed"):
-        job_plan({**CFG, "seed": 1}, tmp_path / "run", multirun=True, resume=False)
+        RunDir(tmp_path / "run").plan({**CFG, "seed": 1}, multirun=True, resume=False)
 
 
 def test_a_run_directory_that_is_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "run").write_text("")
     with pytest.raises(NsaeError, match="is a file"):
-        job_plan(CFG, tmp_path / "run", multirun=False, resume=False)
+        RunDir(tmp_path / "run").plan(CFG, multirun=False, resume=False)
 
 
 def test_asset_paths_compare_as_embedded_names() -> None:
@@ -112,7 +113,7 @@ def test_rerunning_a_sweep_never_touches_a_finished_job(cli, tmp_path: Path) -> 
     assert len(errors) == 1 and "differs in optim.lr" in errors[0] and job.name in errors[0]
     assert "Traceback" not in changed.stderr
     assert sha1_tree(sweep) == {**before, "multirun.yaml": sha1_tree(sweep)["multirun.yaml"]}
-    from nsae.launch import hydra_quote  # the job's name holds '=': Hydra needs it quoted
+    from nsae.ranks import hydra_quote  # the job's name holds '=': Hydra needs it quoted
 
     single = cli("debug=tiny", "source.layers=[1]", f"hydra.run.dir={hydra_quote(str(job))}")
     assert single.returncode == 2 and "already holds a finished run" in single.stderr

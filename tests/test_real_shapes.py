@@ -116,7 +116,7 @@ def test_bad_random_sources_fail_in_one_line(source: dict, message: str) -> None
 
 def test_cache_fingerprint_of_a_random_source(tmp_path) -> None:
     """The activation cache's key sees the config, the seed and the tokenizer's files."""
-    from nsae.data.cache import model_fingerprint, source_fingerprint
+    from nsae.data.fingerprint import model_fingerprint, source_fingerprint
 
     base = {"init": "random", "config": SMALL, "seed": 0, "tokenizer": asset("kjv-gpt2")}
     got = source_fingerprint(base, tmp_path)

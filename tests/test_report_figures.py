@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 
-from nsae.report import plots
+from nsae.report import plot_layout, plots
 from nsae.report.groups import label, sections
 from nsae.report.runs import load_sweep
 from nsae.report.sections import Ctx, curves
@@ -92,13 +92,13 @@ def _labels(axis: Axis, lo: float, hi: float) -> list[Text]:
 
 def test_split_by_arm_at_most_8_series_a_panel() -> None:
     pts = ([1.0, 2.0], [1.0, 2.0])
-    shown = plots.split({"layer 0": dict.fromkeys(NAMES, pts), "few": {"a": pts}})
+    shown = plot_layout.split({"layer 0": dict.fromkeys(NAMES, pts), "few": {"a": pts}})
     assert list(shown) == ["layer 0 — standard SAE", "layer 0 — Normalized SAE", "few"]
     assert [len(s) for s in shown.values()] == [6, 6, 1]
-    many = plots.split({"p": {f"standard SAE, run {i}": pts for i in range(20)}})
+    many = plot_layout.split({"p": {f"standard SAE, run {i}": pts for i in range(20)}})
     assert [len(s) for s in many.values()] == [7, 7, 6]
     assert next(iter(many)) == "p — standard SAE (1/3)"
-    empty = plots.split({"p": {f"x{i}": ([], []) for i in range(12)} | {"a": pts}})
+    empty = plot_layout.split({"p": {f"x{i}": ([], []) for i in range(12)} | {"a": pts}})
     assert list(empty) == ["p"]  # series without points do not count
 
 

@@ -132,13 +132,13 @@ def finished(run_dir: Path) -> dict[str, Any]:
     cfg = OmegaConf.load(run_dir / "config.yaml")
     dm = ActivationDataModule(cfg.data, cfg.source, summary["layers"], cfg.seed)
     dm.setup()  # the run's evaluation contexts (read back from the stored fixed inputs)
-    assert dm.harvester is not None
-    tok = dm.tokenizer
+    assert dm.acts.harvester is not None
+    tok = dm.acts.tokenizer
     return {
         "dir": run_dir,
         "summary": summary,
-        "ids_CT": dm.all_eval_ids,
-        "model": hooked_transformer(dm.harvester.model, tok),
+        "ids_CT": dm.acts.all_eval_ids,
+        "model": hooked_transformer(dm.acts.harvester.model, tok),
         "ignore": {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id} - {None},
     }
 

@@ -9,17 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from nsae.data.datamodule import ActivationDataModule
-
 pytest.importorskip("sae_lens")
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not hasattr(ActivationDataModule, "_setup_synthetic"),
-        reason="the datamodule has no synthetic branch yet",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 
 def test_a_synthetic_run_reports_ground_truth_and_saves_the_models(cli, tmp_path: Path) -> None:

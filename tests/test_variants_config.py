@@ -11,9 +11,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from nsae.config import CONF_DIR, group_options
+from nsae.constants import SAE_COMMON_KEYS as COMMON  # sae.* keys the training loop keeps
 from nsae.loss import NORM_POWER, beta_exponent
-from nsae.saes import SAE, build_sae, check_combination
-from nsae.train import SAE_COMMON_KEYS as COMMON  # sae.* keys the training loop keeps
+from nsae.saes import ALIASES, SAE, build_sae, check_combination
 
 SAE_TYPES = sorted(SAE.registry)
 
@@ -24,7 +24,14 @@ def compose_cfg(*overrides: str):
 
 
 def test_every_variant_has_one_yaml_and_every_yaml_one_variant() -> None:
-    assert group_options("sae_type") == SAE_TYPES
+    assert group_options("sae_type") == sorted(SAE_TYPES + list(ALIASES))
+
+
+@pytest.mark.parametrize("alias", sorted(ALIASES))
+def test_an_alias_composes_exactly_its_types_config(alias: str) -> None:
+    """sae_type=relu is sae_type=none: the same composed config, so the same run."""
+    assert compose_cfg(f"sae_type={alias}") == compose_cfg(f"sae_type={ALIASES[alias]}")
+    assert compose_cfg(f"sae_type={alias}") != compose_cfg("sae_type=normalized_sae")
 
 
 @pytest.mark.parametrize("sae_type", SAE_TYPES)

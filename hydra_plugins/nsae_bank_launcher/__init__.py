@@ -1,1 +1,1 @@
-"""nsae's Hydra launcher plugin (hydra/launcher=nsae_bank; the work is in nsae.bank)."""
+"""nsae's Hydra launcher plugin (hydra/launcher=nsae_bank; the work is in nsae.cohort)."""

@@ -1,5 +1,5 @@
 """The `hydra/launcher=nsae_bank` plugin: Hydra finds it here, in the hydra_plugins
-namespace; what it does is `nsae.bank` (jobs that see the same activation stream train in
+namespace; what it does is `nsae.cohort` (jobs that see the same activation stream train in
 one process, from one harvest)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 class NsaeBankLauncher(Launcher):
     def __init__(self, memory_gb: float | None = None) -> None:
-        """memory_gb: the memory a bank may use (None: 80% of the device's free memory)."""
+        """memory_gb: the memory a cohort may use (None: 80% of the device's free memory)."""
         self.memory_gb = memory_gb
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
@@ -30,7 +30,7 @@ class NsaeBankLauncher(Launcher):
     ) -> Sequence[JobReturn]:
         from hydra.core.utils import setup_globals
 
-        from nsae.bank import launch
+        from nsae.cohort import launch
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None

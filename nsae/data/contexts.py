@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from nsae.data.cache import file_digest
+from nsae.data.fingerprint import file_digest
 from nsae.data.text import PACKING_RULE, load_rows, packed_contexts
 from nsae.errors import NsaeError
 
@@ -23,6 +23,7 @@ __all__ = [
     "PACKING_RULE",
     "SELECTION_RULE",
     "ContextStream",
+    "check_eval_disjoint",
     "context_batches",
     "data_fingerprint",
     "own_generator",
@@ -145,4 +146,23 @@ def spread_contexts(data: Any, split: str, tokenizer: Any, n: int, key: str) -> 
         raise NsaeError(
             f"split {split!r} has {given} contexts of {data.context_size} tokens; "
             f"data.{key} must be at most {given * data.context_size}"
+        )
+
+
+def check_eval_disjoint(d: Any) -> None:
+    """Refuse an eval split that is the train split (same name, or same file contents),
+    unless `data.allow_eval_overlap`."""
+    if d.get("allow_eval_overlap", False):
+        return
+    why = "the same split" if d.eval_split == d.train_split else None
+    if why is None and d.get("data_files"):
+        root = d.get("cache_dir")
+        digests = {file_digest(f, root): f for f in split_files(d, d.train_split)}
+        same = [f for f in split_files(d, d.eval_split) if file_digest(f, root) in digests]
+        why = f"{same[0]} has the contents of a train file" if same else None
+    if why is not None:
+        raise NsaeError(
+            f"data.eval_split={d.eval_split!r} overlaps data.train_split={d.train_split!r} "
+            f"({why}), so evaluation would use training tokens; valid: a disjoint eval "
+            "split, or data.allow_eval_overlap=true"
         )

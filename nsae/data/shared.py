@@ -1,10 +1,10 @@
-"""What the jobs of one bank (hydra/launcher=nsae_bank) share in their process: one LM,
-one set of fixed inputs, one training stream.
+"""What the jobs of one cohort (hydra/launcher=nsae_bank) share in their process: one
+activation source (its LM and fixed inputs), one training stream.
 
-Every job of a bank has the same source, data, layers, seed and starting step (the
-launcher groups them so), so each job's datamodule would compute the same things. The
-first datamodule to set up does it, under the process's RNG lock; the others adopt its
-results (`BankShare.setup`). LM forwards go through `LockedHarvester` (one forward at a
+Every job of a cohort has the same source, data, layers, seed and starting step (the
+launcher groups them so), so each job would open the same activation source. The first
+job's datamodule opens it, under the process's RNG lock; the others get the same object
+(`CohortShare.activations`). LM forwards go through `LockedHarvester` (one forward at a
 time: a splice hook on a layer must not leak into another job's forward). The training
 batches come from one `SharedStream`: the first job to ask for batch i harvests it, every
 job is served the same tensor, and a batch is dropped once every job still training has
@@ -12,12 +12,11 @@ taken it. A producer thread harvests up to `max_lead` batches past the slowest j
 many tokens as the shuffle buffer holds), so the LM's forwards overlap the SAE steps and
 the memory held for laggards (a job validating, or still setting up) stays bounded. In the
 final evaluation, each batch's clean forward (the splice metrics' reference) runs once for
-the bank (`clean_log_probs`).
+the cohort (`clean_log_probs`).
 """
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -26,11 +25,7 @@ from torch import Tensor
 
 from nsae import rng
 
-MAX_CLEAN = 2  # evaluation batches whose clean log-probabilities a bank holds at once
-ADOPTED = (  # the datamodule's state after setup, the same for every job of a bank
-    "device", "rank", "world", "tokenizer", "harvester", "synthetic", "fixed", "stored",
-    "norm_sample", "norm_positions", "all_eval_ids", "eval_index", "eval_ids", "cache",
-)  # fmt: skip
+MAX_CLEAN = 2  # evaluation batches whose clean log-probabilities a cohort holds at once
 
 
 class LockedHarvester:
@@ -72,7 +67,7 @@ class SharedStream:
         with self._cond:
             if self._producer is None:
                 self._producer = threading.Thread(
-                    target=self._produce, name="nsae-bank-stream", daemon=True
+                    target=self._produce, name="nsae-cohort-stream", daemon=True
                 )
                 self._producer.start()
         while True:
@@ -122,7 +117,7 @@ class SharedStream:
             while i >= self._made:
                 if self._error is not None:
                     raise RuntimeError(
-                        f"the bank's training stream failed: {self._error}"
+                        f"the cohort's training stream failed: {self._error}"
                     ) from self._error
                 self._cond.wait()
             item = self._items[i]
@@ -145,13 +140,13 @@ class _Consumer:
         return self.stream.consumer(self.name)
 
 
-class BankShare:
-    """The state one bank's jobs share; `names` are the jobs' run directories."""
+class CohortShare:
+    """The state one cohort's jobs share; `names` are the jobs' run directories."""
 
     def __init__(self, names: list[str], max_lead: int = 64) -> None:
         self.names, self.max_lead = list(names), max_lead
         self.lm_lock = threading.Lock()
-        self.leader: Any = None  # the datamodule that set up first
+        self.source: Any = None  # the activation source, opened by the first job
         self.stream: SharedStream | None = None
         self.buffer: Iterable[Tensor] | None = None  # the stream's source (a ShuffleBuffer)
         self._stream_lock = threading.Lock()
@@ -159,24 +154,19 @@ class BankShare:
         self._clean: dict[Any, list[Any]] = {}  # batch key -> [log-probs or event, takes]
         self._clean_lock = threading.Lock()
 
-    def setup(self, dm: Any, own_setup: Callable[[], None]) -> None:
-        """Run the first job's datamodule setup (`own_setup`); every later one adopts it.
-        Under the RNG lock: setting up may reseed the global generator (a random-init LM,
-        the synthetic source)."""
+    def activations(self, open_source: Callable[[], Any]) -> tuple[Any, bool]:
+        """The cohort's activation source: opened by the first job that asks
+        (`open_source()`), the same object for every later one; and whether this call
+        opened it. Under the RNG lock: opening may reseed the global generator (a
+        random-init LM, the synthetic source)."""
         with rng.GLOBAL_LOCK:
-            if self.leader is None:
-                own_setup()
-                if dm.harvester is not None:
-                    dm.harvester = LockedHarvester(dm.harvester, self.lm_lock)
-                self.leader = dm
-                return
-            for name in ADOPTED:
-                if hasattr(self.leader, name):  # (a synthetic source has no tokenizer)
-                    setattr(dm, name, getattr(self.leader, name))
-            if dm.fixed is not None:  # built by the leader's job, not by this one
-                dm.fixed = copy.copy(dm.fixed)
-                dm.fixed.built = False
-            dm.norm_stats = {k: dict(v) for k, v in self.leader.norm_stats.items()}
+            if self.source is None:
+                source = open_source()
+                if getattr(source, "harvester", None) is not None:
+                    source.harvester = LockedHarvester(source.harvester, self.lm_lock)
+                self.source = source
+                return source, True
+            return self.source, False
 
     def train_stream(self, name: str, make: Callable[[], Iterable[Tensor]]) -> Iterable[Tensor]:
         """Job `name`'s training batches: `make()` builds the stream once, for all jobs."""
@@ -190,7 +180,7 @@ class BankShare:
 
     def clean_log_probs(self, key: Any, compute: Callable[[], Tensor]) -> Tensor:
         """The clean model's log-probabilities of the evaluation batch `key`, computed by the
-        first job that asks and served to the others (the jobs of a bank end training
+        first job that asks and served to the others (the jobs of a cohort end training
         together and evaluate the same batches in the same order). An entry is dropped
         after every job has taken it; at most `MAX_CLEAN` are held (vocabulary-sized)."""
         with self._clean_lock:
@@ -225,7 +215,7 @@ class BankShare:
                 self.stream.leave(name)
 
     def close(self) -> None:
-        """The bank's jobs have ended: stop the stream's producer."""
+        """The cohort's jobs have ended: stop the stream's producer."""
         with self._stream_lock:
             if self.stream is not None:
                 self.stream.close()

@@ -240,10 +240,10 @@ class SyntheticSource:
             "stream_seed": self.seed,
         }
 
-    def save(self, run_dir: Path) -> None:
-        """<run_dir>/synthetic/layer_<i>/ (SyntheticModel.save: its config, dictionary,
-        bias and firing probabilities) and synthetic/premise.json."""
-        root = Path(run_dir) / "synthetic"
+    def save(self, root: Path) -> None:
+        """<root>/layer_<i>/ (SyntheticModel.save: its config, dictionary, bias and firing
+        probabilities) and <root>/premise.json (a run directory's `synthetic/`)."""
+        root = Path(root)
         for layer, model in zip(self.layers, self.models, strict=True):
             model.save(root / f"layer_{layer}")
         (root / "premise.json").write_text(json.dumps(self.premise(), indent=2) + "\n")

@@ -20,14 +20,14 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from nsae.report.runs import COEFFS, NORMS, SAE_COMMON_KEYS, SAE_TYPES, Run
+from nsae.constants import BOOKKEEPING, SAE_COMMON_KEYS
+from nsae.report.runs import COEFFS, NORMS, SAE_TYPES, Run
 from nsae.report.stats import Stat, mean_ci
 
 AXES = ("sae.type", "loss.normalization_method", "seed")
 AXIS_PREFIXES = ("coeff.",)
 CONDITION_AXES = {"sae.l1_weighting": "none", "data.normalize_activations": "none"}  # default
 CELL_AXES = ("sae.k",)  # the sweep axis of types without a sparsity coefficient
-BOOKKEEPING = ("resume", "logger", "hydra", "data.cache_dir", "data.num_workers")
 
 Condition = tuple[str, str, str, float | None]  # arm, norm, coeff mode, beta exponent k
 

@@ -12,10 +12,11 @@ from typing import Any
 
 import yaml
 
+from nsae.rundir import CONFIG, RunDir
+
 SAE_TYPES = ("none", "normalized_sae")
 NORMS = ("none", "input_norm", "input_norm_squared")
 COEFFS = ("alpha", "beta")
-SAE_COMMON_KEYS = ("type", "expansion_factor", "init_b_dec")  # other sae.* keys: per type
 
 
 @dataclass
@@ -129,8 +130,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def load_run(run_dir: Path, sweep_dir: Path) -> Run | None:
     """The run in `run_dir`, or None if the directory holds no readable config.yaml."""
+    rd = RunDir(run_dir)
     try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        cfg = yaml.safe_load(rd.config.read_text())
     except (OSError, yaml.YAMLError):
         return None
     if not isinstance(cfg, dict):
@@ -138,18 +140,17 @@ def load_run(run_dir: Path, sweep_dir: Path) -> Run | None:
     rel = "." if run_dir == sweep_dir else str(run_dir.relative_to(sweep_dir))
     run = Run(run_dir, rel, flatten(cfg), origin=run_dir)
     try:
-        if (run_dir / "metrics.json").is_file():
-            run.summary = _read_json(run_dir / "metrics.json")
+        if rd.metrics.is_file():
+            run.summary = _read_json(rd.metrics)
             run.summary["metrics"]
-            stats = run_dir / "norm_stats.json"
-            run.norm_stats = _read_json(stats) if stats.is_file() else {}
+            run.norm_stats = _read_json(rd.norm_stats) if rd.norm_stats.is_file() else {}
             run.status = "done"
-        elif (run_dir / "skipped.json").is_file():
-            run.same_as = str(_read_json(run_dir / "skipped.json")["same_as"])
+        elif rd.skipped.is_file():
+            run.same_as = str(_read_json(rd.skipped)["same_as"])
             run.status = "skipped"
-        elif (run_dir / "failed.json").is_file():
+        elif rd.failed.is_file():
             run.status = "failed"
-            run.problem = f"failed: {_read_json(run_dir / 'failed.json').get('error', '?')}"
+            run.problem = f"failed: {_read_json(rd.failed).get('error', '?')}"
         else:
             run.problem = "did not finish (no metrics.json, skipped.json or failed.json)"
     except (OSError, ValueError, KeyError, TypeError) as err:
@@ -161,7 +162,7 @@ def load_run(run_dir: Path, sweep_dir: Path) -> Run | None:
 def load_sweep(sweep_dir: Path) -> list[Run]:
     """Every run directory at or below `sweep_dir` (a single run directory is a sweep of
     one); a skipped run borrows its alpha job's metrics.json and norm stats."""
-    dirs = [sweep_dir, *sorted(p.parent for p in sweep_dir.rglob("*/config.yaml"))]
+    dirs = [sweep_dir, *sorted(p.parent for p in sweep_dir.rglob(f"*/{CONFIG}"))]
     dirs = [d for d in dict.fromkeys(dirs) if ".hydra" not in d.parts]
     runs = [r for r in (load_run(d, sweep_dir) for d in dirs) if r is not None]
     by_rel = {r.rel: r for r in runs}

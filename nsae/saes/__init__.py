@@ -6,12 +6,15 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from nsae.constants import COEFF_MODES
 from nsae.saes.base import SAE, TrainOutput
 
 for _mod in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_mod.name}")
 
-COEFF_MODES = ("alpha", "beta")
+
+# Other names of a type, each a conf/sae_type/<alias>.yaml that composes the type's config
+ALIASES = {"relu": "none"}  # the standard (ReLU) SAE; `none` is the write-up's name
 
 
 def sae_class(sae_type: str) -> type[SAE]:

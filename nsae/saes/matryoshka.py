@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import pairwise
+from typing import Any
 
 from torch import Tensor
 
@@ -43,22 +44,12 @@ def prefix_sizes(prefixes: Sequence[float], n_features: int) -> list[int]:
 
 class MatryoshkaSAE(BatchTopKSAE, name="matryoshka"):
     def __init__(
-        self,
-        n_layers: int,
-        d_model: int,
-        n_features: int,
-        k: float,
-        prefixes: Sequence[float] = (0.0625, 0.25, 1.0),
-        k_aux: int | None = None,
-        aux_coeff: float = 1 / 32,
-        dead_steps: int = 250,
-        threshold_lr: float = 0.01,
+        self, *args: Any, prefixes: Sequence[float] = (0.0625, 0.25, 1.0), **kwargs: Any
     ) -> None:
-        super().__init__(
-            n_layers, d_model, n_features, k, k_aux, aux_coeff, dead_steps, threshold_lr
-        )
+        """BatchTopKSAE's arguments (n_layers, d_model, n_features, k, ...) and `prefixes`."""
+        super().__init__(*args, **kwargs)
         self.prefixes = [float(p) for p in prefixes]
-        self.prefix_sizes = prefix_sizes(self.prefixes, n_features)
+        self.prefix_sizes = prefix_sizes(self.prefixes, self.n_features)
 
     def prefix_sq_errs(self, x_BLD: Tensor, entries: tuple[Tensor, Tensor, Tensor]) -> list[Tensor]:
         """||x - x_hat_i||^2 per token [B, L] for each inner prefix m_1 .. m_{P-1}."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nsae.report.document import Block, Image
+from nsae.report.document import Block, Heading, Image, Text
 from nsae.report.stats import Stat
 
 
@@ -29,6 +29,11 @@ class Ctx:
         file = f"{self.prefix}{name}.png"
         draw(self.out / file)
         return [Image(f"{self.out.name}/{file}", caption)]
+
+    def part(self, key: str, record: Any, title: str, intro: str) -> list[Block]:
+        """Keep a part's numbers as record[key]; return its heading (level 3) and intro."""
+        self.record[key] = record
+        return [Heading(title, 3), Text(intro)]
 
     def existing(self, name: str, caption: str) -> list[Block]:
         """The block for a figure another section drew, if it did."""

@@ -130,13 +130,14 @@ def training(section: Section, ctx: Ctx) -> list[Block]:
                 figs[metric][name] = curve
         record[name] = {"sources": sorted(logs), **verdicts}
         rows.append(row)
-    ctx.record["convergence"] = record
     blocks: list[Block] = [
-        Heading("Training curves", 3),
-        Text(
+        *ctx.part(
+            "convergence",
+            record,
+            "Training curves",
             "Converged: L0 and explained variance (training batches, from logs/metrics.csv) "
             "moved less than 5% (|last - first| / |last|) over the last 20% of steps, in every "
-            "seed of the condition's default-alpha cell (relative moves in brackets)."
+            "seed of the condition's default-alpha cell (relative moves in brackets).",
         ),
         Table(["condition", "L0 converged", "explained variance converged"], rows),
     ]
@@ -167,14 +168,15 @@ def train_vs_eval(section: Section, ctx: Ctx) -> list[Block]:
         for r in section.runs
         if r.status == "done"
     }
-    ctx.record["epochs"] = epochs_by_run
     runs = sorted(epochs_by_run, key=natural)
     blocks: list[Block] = [
-        Heading("Train versus eval L0", 3),
-        Text(
+        *ctx.part(
+            "epochs",
+            epochs_by_run,
+            "Train versus eval L0",
             "The same SAE evaluated on training-split contexts and on the held-out evaluation "
             "contexts (mean over layers; default-alpha cells). Epochs = train tokens / unique "
-            "train tokens."
+            "train tokens.",
         ),
         Table(["condition", "eval L0", "train-split L0", "epochs"], rows),
         Collapsed(

@@ -10,7 +10,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from nsae.report import plots
-from nsae.report.document import Block, Heading, Table, Text
+from nsae.report.document import Block, Table
 from nsae.report.groups import Section, label
 from nsae.report.runs import Run
 from nsae.report.sections import Ctx, fmt
@@ -104,23 +104,22 @@ def build(section: Section, ctx: Ctx) -> list[Block]:
                     str(n_aligned),
                 ]
             )
-    ctx.record["dictionary"] = record
-    blocks: list[Block] = [
-        Heading("Dictionary", 3),
-        Text(
-            "Per default-alpha cell (lowest seed), per layer: alive fraction (fired at least "
-            "once in the evaluation), decoder row norms (median [min, max]), each feature's "
-            "nearest-neighbour max |cos| with any other decoder row of the layer (exact), and "
-            f"the number of features with cos > {ALIGNED} to the SAE's trained b_dec, which "
-            "is initialised at the activations' mean and stands for the mean direction."
-            + (
-                f" Decoder norms of {', '.join(sorted(set(unit_norm)))} are all 1 (unit-norm "
-                "constraint), so they are not plotted."
-                if unit_norm
-                else ""
-            )
+    blocks = ctx.part(
+        "dictionary",
+        record,
+        "Dictionary",
+        "Per default-alpha cell (lowest seed), per layer: alive fraction (fired at least "
+        "once in the evaluation), decoder row norms (median [min, max]), each feature's "
+        "nearest-neighbour max |cos| with any other decoder row of the layer (exact), and "
+        f"the number of features with cos > {ALIGNED} to the SAE's trained b_dec, which "
+        "is initialised at the activations' mean and stands for the mean direction."
+        + (
+            f" Decoder norms of {', '.join(sorted(set(unit_norm)))} are all 1 (unit-norm "
+            "constraint), so they are not plotted."
+            if unit_norm
+            else ""
         ),
-    ]
+    )
     if rows:
         blocks.append(
             Table(

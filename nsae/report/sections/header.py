@@ -7,6 +7,7 @@ from typing import Any
 
 from nsae.report.document import Block, Heading, Table, Text
 from nsae.report.runs import Run
+from nsae.rundir import RunDir
 
 FIELDS = (
     ("model", "source"),
@@ -38,7 +39,7 @@ def wall_times(runs: list[Run]) -> dict[str, float] | None:
     trained jobs' own times (each job's config.yaml to its metrics.json)."""
     spans = []
     for r in runs:
-        start, end = r.path / "config.yaml", r.path / "metrics.json"
+        start, end = RunDir(r.path).config, RunDir(r.path).metrics
         if r.status == "done" and start.is_file() and end.is_file():
             spans.append((start.stat().st_mtime, end.stat().st_mtime))
     if not spans:

@@ -7,17 +7,18 @@ together, in one process, from one harvest.
 Jobs see the same stream when their source, data, layers, seed and trainer sections are
 equal and they start at the same step (new jobs at 0; a resumed job at its checkpoint's
 step): they differ only in the SAE, the loss, the coefficient, the optimizer or the
-metrics. Each such group is a bank: one thread per job, each running the job exactly as
-the default launcher would (`nsae.train.run`: its own Lightning trainer, checkpoints,
-logs, final evaluation, export and metrics.json), while the LM, the fixed inputs and the
-training batches are computed once for the bank (`nsae.data.shared.BankShare`) and each job
+metrics. Each such group is a cohort: one thread per job, each running the job exactly as
+the default launcher would (`nsae.job.run`: its own Lightning trainer, checkpoints, logs,
+final evaluation, export and metrics.json), while the LM, the fixed inputs and the training
+batches are computed once for the cohort (`nsae.data.shared.CohortShare`) and each job
 draws its training noise from its own generator (`nsae.rng`). So each job's run directory
-holds what it would hold had the job run alone.
+holds what it would hold had the job run alone. (A cohort is a group of jobs; the "SAE
+bank" elsewhere is one job's SAEs of all layers, batched.)
 
-A bank whose estimated memory (`job_bytes` per job plus `shared_bytes`) exceeds the
-device's free memory (or `hydra.launcher.memory_gb`) is split into banks that fit, and the
-split is printed. Banks run one after another; on a CPU each of a bank's jobs gets
-max(1, cores // jobs) threads. Ctrl-C stops every job of the running bank at its current
+A cohort whose estimated memory (`job_bytes` per job plus `shared_bytes`) exceeds the
+device's free memory (or `hydra.launcher.memory_gb`) is split into cohorts that fit, and the
+split is printed. Cohorts run one after another; on a CPU each of a cohort's jobs gets
+max(1, cores // jobs) threads. Ctrl-C stops every job of the running cohort at its current
 step (re-run the same command to continue), as under hydra/launcher=parallel.
 """
 
@@ -33,14 +34,16 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from nsae.config import available_memory
-from nsae.errors import NsaeError, describe
+from nsae.errors import NsaeError, WorkersInterrupted, describe
+from nsae.launchers import job_problem
+from nsae.memory import available_memory, job_bytes, max_lead, shared_bytes
+from nsae.rundir import RunDir
 
 STREAM_KEYS = ("source", "data", "seed", "trainer")
 
 
 @dataclass
-class BankJob:
+class CohortJob:
     num: int
     cfg: DictConfig  # the task config, resolved
     hydra_cfg: DictConfig  # the job's sweep config (for Hydra's JobReturn)
@@ -50,27 +53,9 @@ class BankJob:
     key: str = field(default="", repr=False)
 
 
-def bank_problem(cfg: Any) -> str | None:
-    """Why a job cannot run in a bank (None if it can)."""
-    t = cfg.trainer
-    devices, nodes = t.get("devices", 1), t.get("num_nodes", 1)
-    if devices not in (1, "1", "auto") or nodes not in (1, None):
-        return (
-            f"trainer.devices={devices}, trainer.num_nodes={nodes}: a bank runs its jobs in "
-            "one process on one device; valid: trainer=default, or trainer=ddp with "
-            "hydra/launcher=basic or slurm"
-        )
-    if "wandb" in str(OmegaConf.select(cfg, "logger") or ""):
-        return (
-            "logger with W&B: W&B keeps one run per process and a bank trains several jobs "
-            "in one; valid: logger=csv or logger=none with hydra/launcher=nsae_bank"
-        )
-    return None
-
-
 def prepare(
     hydra_context: Any, config: DictConfig, job_overrides: Any, initial_job_idx: int
-) -> list[BankJob]:
+) -> list[CohortJob]:
     """Each job's composed config, run directory and overrides, as Hydra's `run_job`
     makes them (its interpolations resolved now, while HydraConfig describes this job)."""
     from hydra.core.hydra_config import HydraConfig
@@ -94,31 +79,29 @@ def prepare(
         task_cfg = OmegaConf.create(OmegaConf.to_container(task_cfg, resolve=True))
         OmegaConf.set_struct(task_cfg, True)
         task_overrides = list(OmegaConf.to_container(sweep_cfg.hydra.overrides.task))
-        jobs.append(BankJob(num, task_cfg, sweep_cfg, run_dir, task_overrides))  # type: ignore[arg-type]
+        jobs.append(CohortJob(num, task_cfg, sweep_cfg, run_dir, task_overrides))  # type: ignore[arg-type]
     for job in jobs:
         job.start = start_step(job)
         job.key = stream_key(job)
     return jobs
 
 
-def start_step(job: BankJob) -> int | str:
+def start_step(job: CohortJob) -> int | str:
     """The step a job's training starts at (0, or a resumed checkpoint's), or, for a job
     that will not share a stream, why not ("skip": already finished; "error: ...")."""
-    from nsae.preflight import job_plan
-    from nsae.summary import checkpoint_step
-
     resolved = OmegaConf.to_container(job.cfg, resolve=True)
+    rd = RunDir(job.run_dir)
     try:
-        plan = job_plan(resolved, job.run_dir, True, bool(job.cfg.get("resume", False)))  # type: ignore[arg-type]
+        plan = rd.plan(resolved, True, bool(job.cfg.get("resume", False)))  # type: ignore[arg-type]
     except NsaeError as err:
         return f"error: {err}"
     if plan == "resume":
-        return checkpoint_step(str(job.run_dir / "checkpoints" / "last.ckpt")) or 0
+        return rd.checkpoint_step() or 0
     return plan if plan == "skip" else 0
 
 
-def stream_key(job: BankJob) -> str:
-    """Jobs with equal keys see the same training batches (and share a bank)."""
+def stream_key(job: CohortJob) -> str:
+    """Jobs with equal keys see the same training batches (and share a cohort)."""
     if isinstance(job.start, str):  # alone: nothing to share
         return f"{job.start}:{job.run_dir}"
     fields = {k: OmegaConf.select(job.cfg, k) for k in STREAM_KEYS}
@@ -127,42 +110,19 @@ def stream_key(job: BankJob) -> str:
     return json.dumps({**fields, "start": job.start}, sort_keys=True, default=str)
 
 
-def _parts(cfg: Any) -> tuple[int, int]:
-    from nsae.config import memory_parts, resolve_layers, source_shape
-
-    n_layers, _, d_model = source_shape(cfg.source)
-    return memory_parts(cfg, len(resolve_layers(cfg.source.layers, n_layers)), d_model)
-
-
-def job_bytes(cfg: Any) -> int:
-    """A job's own memory in a bank: its SAEs' weights, gradients and Adam state and one
-    step's activations (`nsae.config.memory_parts`)."""
-    return _parts(cfg)[0]
-
-
-def max_lead(cfg: Any) -> int:
-    """Batches the bank's stream harvests ahead of its slowest job: a buffer's worth."""
-    return max(8, int(cfg.data.buffer_tokens) // int(cfg.data.batch_size))
-
-
-def shared_bytes(cfg: Any) -> int:
-    """What a bank holds once: the shuffle buffer and the batches harvested ahead."""
-    return 2 * _parts(cfg)[1]
-
-
 def on_gpu(cfg: Any) -> bool:
     return available_memory(str(cfg.trainer.get("accelerator", "auto")))[1] == "free GPU memory"
 
 
-def plan_banks(
-    jobs: list[BankJob], memory_gb: float | None
-) -> tuple[list[list[BankJob]], list[str]]:
-    """Jobs grouped by stream key (in sweep order), each group split into banks that fit
+def plan_cohorts(
+    jobs: list[CohortJob], memory_gb: float | None
+) -> tuple[list[list[CohortJob]], list[str]]:
+    """Jobs grouped by stream key (in sweep order), each group split into cohorts that fit
     the memory budget; and one line per split."""
-    groups: dict[str, list[BankJob]] = {}
+    groups: dict[str, list[CohortJob]] = {}
     for job in jobs:
         groups.setdefault(job.key, []).append(job)
-    banks, notes = [], []
+    cohorts, notes = [], []
     for group in groups.values():
         cfg = group[0].cfg
         have, what = available_memory(str(cfg.trainer.get("accelerator", "auto")))
@@ -175,37 +135,35 @@ def plan_banks(
         sizes = [len(group) // n + (i < len(group) % n) for i in range(n)]
         start = 0
         for size in sizes:
-            banks.append(group[start : start + size])
+            cohorts.append(group[start : start + size])
             start += size
         if n > 1:
             notes.append(
-                f"nsae: bank: jobs {', '.join(str(j.num) for j in group)} share a stream but "
+                f"nsae: cohort: jobs {', '.join(str(j.num) for j in group)} share a stream but "
                 f"need ~{each / 2**30:.2f} GiB each, with {budget / 2**30:.2f} GiB for them "
-                f"({what}): split into {n} banks of {', '.join(map(str, sizes))} jobs"
+                f"({what}): split into {n} cohorts of {', '.join(map(str, sizes))} jobs"
             )
-    return banks, notes
+    return cohorts, notes
 
 
-def run_bank(bank: list[BankJob], label: str) -> list[BaseException]:
-    """Train one bank's jobs, one thread each; return the interruptions they raised."""
+def run_cohort(cohort: list[CohortJob], label: str) -> list[BaseException]:
+    """Train one cohort's jobs, one thread each; return the interruptions they raised."""
     from lightning.pytorch.callbacks import Callback
 
     from nsae import rng
     from nsae.console import progress
-    from nsae.data.shared import BankShare
-    from nsae.interrupt import WorkersInterrupted
-    from nsae.sweep import OUTCOMES
-    from nsae.train import run_and_report
+    from nsae.data.shared import CohortShare
+    from nsae.job import run_and_report
 
-    share = BankShare([str(j.run_dir) for j in bank], max_lead(bank[0].cfg))
+    share = CohortShare([str(j.run_dir) for j in cohort], max_lead(cohort[0].cfg))
     interrupted: list[BaseException] = []
     steps = sum(int(j.cfg.trainer.max_steps) - (j.start if isinstance(j.start, int) else 0)
-                for j in bank)  # fmt: skip
+                for j in cohort)  # fmt: skip
     bar = progress(steps, label, "steps")
     bar_lock = threading.Lock()
 
-    class BankJobCallback(Callback):
-        """The bank's progress bar; and a job whose training ended leaves the stream."""
+    class CohortJobCallback(Callback):
+        """The cohort's progress bar; and a job whose training ended leaves the stream."""
 
         def __init__(self, name: str) -> None:
             self.name = name
@@ -217,31 +175,33 @@ def run_bank(bank: list[BankJob], label: str) -> list[BaseException]:
         def on_train_end(self, *_: Any) -> None:
             share.leave(self.name)
 
-    def work(job: BankJob) -> None:
+    def work(job: CohortJob) -> None:
         try:
             run_and_report(
                 job.cfg,
-                job.run_dir,
+                RunDir(job.run_dir),
                 True,
                 "train",
                 in_worker=True,
                 overrides=job.overrides,
                 share=share,
-                callbacks=[BankJobCallback(str(job.run_dir))],
+                callbacks=[CohortJobCallback(str(job.run_dir))],
             )
         except WorkersInterrupted as err:
             interrupted.append(err)
         except BaseException as err:  # (run_and_report records a job's own failure)
-            OUTCOMES.append((job.run_dir, "failed", describe(err)))
+            rd = RunDir(job.run_dir)
+            rd.path.mkdir(parents=True, exist_ok=True)
+            rd.write(rd.failed, {"error": describe(err)})
         finally:
             share.leave(str(job.run_dir))
             rng.release()
 
     threads_before = torch.get_num_threads()
-    if not on_gpu(bank[0].cfg):
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(bank)))
+    if not on_gpu(cohort[0].cfg):
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(cohort)))
     threads = [
-        threading.Thread(target=work, args=(job,), name=f"nsae-job-{job.num}") for job in bank
+        threading.Thread(target=work, args=(job,), name=f"nsae-job-{job.num}") for job in cohort
     ]
     try:
         with bar:
@@ -263,27 +223,26 @@ def launch(
     initial_job_idx: int,
     memory_gb: float | None,
 ) -> list[Any]:
-    """The launcher's work: prepare, group and split the jobs, run the banks in turn, and
-    return Hydra's JobReturns (a failed job is in OUTCOMES and its failed.json)."""
+    """The launcher's work: prepare, group and split the jobs, run the cohorts in turn, and
+    return Hydra's JobReturns (a failed job leaves its failed.json)."""
     from hydra.core.utils import JobReturn, JobStatus
 
-    from nsae.interrupt import WorkersInterrupted
     from nsae.sweep import sweep_stop_requested
 
     jobs = prepare(hydra_context, config, job_overrides, initial_job_idx)
     for job in jobs:
-        problem = bank_problem(job.cfg)
+        problem = job_problem("cohort", job.cfg)
         if problem:
-            raise NsaeError(f"hydra/launcher=nsae_bank: job {job.num}: {problem}")
-    banks, notes = plan_banks(jobs, memory_gb)
+            raise NsaeError(f"job {job.num}: {problem}")
+    cohorts, notes = plan_cohorts(jobs, memory_gb)
     for note in notes:
         print(note, flush=True)
-    for i, bank in enumerate(banks, 1):
+    for i, cohort in enumerate(cohorts, 1):
         if sweep_stop_requested():
             raise WorkersInterrupted("the sweep was interrupted")
-        label = f"bank {i}/{len(banks)} ({len(bank)} job{'s' * (len(bank) != 1)})"
-        print(f"nsae: {label}: jobs {', '.join(str(j.num) for j in bank)}", flush=True)
-        interrupted = run_bank(bank, label)
+        label = f"cohort {i}/{len(cohorts)} ({len(cohort)} job{'s' * (len(cohort) != 1)})"
+        print(f"nsae: {label}: jobs {', '.join(str(j.num) for j in cohort)}", flush=True)
+        interrupted = run_cohort(cohort, label)
         if interrupted:
             raise WorkersInterrupted(str(interrupted[0]))
     return [

@@ -1,4 +1,4 @@
-"""Process topology of one job: its rank, and the DDP ranks nsae starts for it.
+"""The ranks of one job: which rank this process is, and the DDP ranks nsae starts for it.
 
 Lightning's own DDP launcher re-runs `sys.argv` in every child process. Under Hydra
 multirun that argv is the whole sweep (`-m a=1,2 ...`), so each child would re-run every
@@ -29,10 +29,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from nsae.errors import NsaeError
+from nsae.rundir import RunDir
 
 
 def slurm_tasks() -> int:
@@ -92,7 +92,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def local_ranks(trainer_cfg: Any, run_dir: Path, resume: bool) -> Iterator[None]:
+def local_ranks(trainer_cfg: Any, run_dir: RunDir, resume: bool) -> Iterator[None]:
     """Run the body as rank 0 of `trainer.devices` local DDP processes (started here), or
     as it is when there is one device or the ranks were started by someone else. `resume`:
     whether rank 0 resumes from the run's last checkpoint (the children do the same)."""
@@ -118,9 +118,9 @@ def local_ranks(trainer_cfg: Any, run_dir: Path, resume: bool) -> Iterator[None]
                 sys.executable,
                 "-m",
                 "nsae.train",
-                f"--config-path={run_dir.resolve()}",
+                f"--config-path={run_dir.path.resolve()}",
                 "--config-name=config",
-                f"hydra.run.dir={hydra_quote(str(run_dir.resolve()))}",
+                f"hydra.run.dir={hydra_quote(str(run_dir.path.resolve()))}",
                 "hydra.output_subdir=null",
                 "hydra/job_logging=stdout",  # nsae adds ddp_rank_<r>.log itself
                 f"hydra.job.name=ddp_rank_{rank}",
@@ -153,11 +153,11 @@ def hydra_quote(value: str) -> str:
     return f"'{escaped}'"
 
 
-def _rank_failed(rank: int, code: int, run_dir: Path) -> str:
-    return f"DDP rank {rank} exited with code {code}; see {run_dir / f'ddp_rank_{rank}.log'}"
+def _rank_failed(rank: int, code: int, run_dir: RunDir) -> str:
+    return f"DDP rank {rank} exited with code {code}; see {run_dir.log(f'ddp_rank_{rank}')}"
 
 
-def _observe(procs: list[subprocess.Popen], run_dir: Path, ended: threading.Event) -> None:
+def _observe(procs: list[subprocess.Popen], run_dir: RunDir, ended: threading.Event) -> None:
     """If a child rank dies, say which and stop this job instead of letting rank 0 wait
     for it in a collective until the process-group timeout. Stops when the job ends."""
     while not ended.is_set():

@@ -1,4 +1,4 @@
-"""hydra/launcher=nsae_bank (`nsae.bank`, `nsae.data.shared`, `nsae.rng`): jobs that see
+"""hydra/launcher=nsae_bank (`nsae.cohort`, `nsae.data.shared`, `nsae.rng`): jobs that see
 the same activation stream train in one process from one harvest, and each writes what it
 would write alone."""
 
@@ -15,10 +15,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from nsae import rng
-from nsae.bank import BankJob, bank_problem, job_bytes, plan_banks, shared_bytes, stream_key
+from nsae.cohort import CohortJob, plan_cohorts, stream_key
 from nsae.config import CONF_DIR
 from nsae.data.shared import SharedStream
 from nsae.errors import NsaeError
+from nsae.launchers import job_problem
+from nsae.memory import job_bytes, shared_bytes
 from nsae.preflight import preflight
 
 FAST = ["debug=fast", "data.cache=false", "logger=csv"]
@@ -29,8 +31,8 @@ def cfg_of(*overrides: str) -> DictConfig:
         return compose("config", overrides=list(overrides))
 
 
-def job(num: int, *overrides: str) -> BankJob:
-    j = BankJob(num, cfg_of(*overrides), DictConfig({}), Path(f"/x/{num}"), list(overrides))
+def job(num: int, *overrides: str) -> CohortJob:
+    j = CohortJob(num, cfg_of(*overrides), DictConfig({}), Path(f"/x/{num}"), list(overrides))
     j.key = stream_key(j)
     return j
 
@@ -149,7 +151,7 @@ def test_jobs_share_a_bank_only_when_they_see_the_same_stream() -> None:
     resumed.start = 20  # a resumed job starts at its checkpoint's step
     resumed.key = stream_key(resumed)
     assert resumed.key != a.key
-    banks, notes = plan_banks([a, other_seed, b, c], memory_gb=100)
+    banks, notes = plan_cohorts([a, other_seed, b, c], memory_gb=100)
     assert [[j.num for j in bank] for bank in banks] == [[0, 1, 2], [3]] and notes == []
 
 
@@ -162,21 +164,22 @@ def test_a_bank_too_big_for_memory_is_split_and_the_split_is_reported() -> None:
     assert each == 4 * (4 * params + 256 * 4 * (3 * 1024 + 4 * 128))
     assert shared == 2 * 4 * 4096 * 4 * 128  # the buffer, and as much again harvested ahead
     budget_gb = (shared + 2 * each + each // 2) / 2**30  # room for 2 jobs
-    banks, notes = plan_banks(jobs, memory_gb=budget_gb)
+    banks, notes = plan_cohorts(jobs, memory_gb=budget_gb)
     assert [len(b) for b in banks] == [2, 2, 1]
     assert [j.num for b in banks for j in b] == [0, 1, 2, 3, 4]
-    assert len(notes) == 1 and "split into 3 banks of 2, 2, 1 jobs" in notes[0]
+    assert len(notes) == 1 and "split into 3 cohorts of 2, 2, 1 jobs" in notes[0]
     assert "jobs 0, 1, 2, 3, 4 share a stream" in notes[0]
-    banks, _ = plan_banks(jobs, memory_gb=1e-6)  # never less than one job per bank
+    banks, _ = plan_cohorts(jobs, memory_gb=1e-6)  # never less than one job per bank
     assert [len(b) for b in banks] == [1] * 5
 
 
 def test_jobs_a_bank_cannot_run_are_refused_in_one_line_before_anything_runs(
     tmp_path: Path,
 ) -> None:
-    assert "trainer=ddp" in (bank_problem(cfg_of("trainer=ddp", "trainer.devices=2")) or "")
-    assert "W&B" in (bank_problem(cfg_of("logger=wandb")) or "")
-    assert bank_problem(cfg_of(*FAST)) is None
+    ddp = cfg_of("trainer=ddp", "trainer.devices=2")
+    assert "trainer=ddp" in (job_problem("cohort", ddp) or "")
+    assert "W&B" in (job_problem("cohort", cfg_of("logger=wandb")) or "")
+    assert job_problem("cohort", cfg_of(*FAST)) is None
     argv = ["-m", "hydra/launcher=nsae_bank", "trainer=ddp", "trainer.devices=2",
             "sae_type=none,topk", f"hydra.sweep.dir={tmp_path}/s"]  # fmt: skip
     with pytest.raises(NsaeError, match=r"nsae_bank: trainer.devices=2.*valid") as err:
@@ -227,7 +230,7 @@ def test_each_banked_job_equals_the_same_job_run_alone(cli, tmp_path: Path) -> N
     assert alone.returncode == 0, alone.stderr[-3000:]
     bank = cli("-m", *sweep, cache, "hydra/launcher=nsae_bank", f"hydra.sweep.dir={tmp_path}/bank")
     assert bank.returncode == 0, bank.stderr[-3000:]
-    assert "nsae: bank 1/1 (4 jobs): jobs 0, 1, 2, 3" in bank.stdout
+    assert "nsae: cohort 1/1 (4 jobs): jobs 0, 1, 2, 3" in bank.stdout
     assert "nsae: sweep: 4 finished, 0 skipped, 0 failed" in bank.stdout
     runs = sorted(p.name for p in (tmp_path / "alone").iterdir() if p.is_dir())
     assert len(runs) == 4
@@ -242,7 +245,7 @@ def test_each_banked_job_equals_the_same_job_run_alone(cli, tmp_path: Path) -> N
         f"hydra.sweep.dir={tmp_path}/split",
     )  # fmt: skip
     assert split.returncode == 0, split.stderr[-3000:]
-    assert "split into 2 banks of 1, 1 jobs" in split.stdout
+    assert "split into 2 cohorts of 1, 1 jobs" in split.stdout
     by_condition = {name.split("_", 1)[1]: name for name in runs}
     for run in (p for p in (tmp_path / "split").iterdir() if p.is_dir()):
         assert_same_run(tmp_path / "alone" / by_condition[run.name.split("_", 1)[1]], run, False)
@@ -311,7 +314,7 @@ def test_a_synthetic_source_banks_exactly_too(cli, tmp_path: Path) -> None:
     assert alone.returncode == 0, alone.stderr[-3000:]
     bank = cli("-m", *sweep, "hydra/launcher=nsae_bank", f"hydra.sweep.dir={tmp_path}/bank")
     assert bank.returncode == 0, bank.stderr[-3000:]
-    assert "bank 1/1 (2 jobs)" in bank.stdout
+    assert "cohort 1/1 (2 jobs)" in bank.stdout
     runs = [p.name for p in (tmp_path / "alone").iterdir() if p.is_dir()]
     assert len(runs) == 2
     for name in runs:

@@ -8,7 +8,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from nsae.errors import NsaeError
-from nsae.launch import check_allocation, external_ranks, global_rank, hydra_quote, n_devices
+from nsae.ranks import check_allocation, external_ranks, global_rank, hydra_quote, n_devices
 
 SLURM_VARS = ("SLURM_NTASKS", "SLURM_PROCID", "SLURM_JOB_NAME", "LOCAL_RANK", "RANK")
 

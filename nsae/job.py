@@ -1,0 +1,272 @@
+"""Running one job: resolve what it needs once, train one SAE per layer, evaluate, export.
+
+`run(cfg, run_dir)` is the whole job on all of its ranks (used by the Hydra entry, the
+cohort launcher and the benchmarks); `run_and_report` adds how the job ended, on stdout and
+stderr. What a job needs to know about its source (layers, width, beta exponent, plan,
+checkpoint) is resolved once, in `Job.resolve`, and passed down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from nsae import rng
+from nsae.constants import SAE_COMMON_KEYS
+from nsae.errors import Interrupted, NsaeError, WorkersInterrupted, describe
+from nsae.rundir import Plan, RunDir, detach_log
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job, resolved: its config, run directory and plan, and its source's facts."""
+
+    cfg: DictConfig
+    run_dir: RunDir
+    multirun: bool
+    plan: Plan
+    layers: list[int]
+    d_model: int
+    k: float | None  # the effective beta exponent (None in alpha mode)
+
+    @classmethod
+    def resolve(cls, cfg: DictConfig, run_dir: RunDir, multirun: bool) -> Job:
+        from nsae.checks import validate
+        from nsae.config import beta_exponent_of, source_shape
+
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(resolved, dict)
+        plan = run_dir.plan(resolved, multirun, bool(cfg.get("resume", False)))
+        shape = source_shape(cfg.source)
+        layers = validate(cfg, shape) if plan != "skip" else []
+        return cls(cfg, run_dir, multirun, plan, layers, shape[2], beta_exponent_of(cfg))
+
+    @property
+    def ckpt_path(self) -> str | None:
+        return str(self.run_dir.checkpoint) if self.plan == "resume" else None
+
+    @property
+    def skips_as_alpha(self) -> bool:
+        """A sweep's coeff=beta job whose exponent is 0 is its alpha job: not trained."""
+        return self.multirun and self.k == 0 and self.cfg.coeff.get("k") is None
+
+
+def run(
+    cfg: DictConfig,
+    run_dir: Path | RunDir,
+    callbacks: list | None = None,
+    multirun: bool = False,
+    log_name: str = "train",
+    overrides: list[str] | None = None,
+    share: Any = None,
+) -> dict[str, Any]:
+    """Run one job on all of its ranks; return the metrics.json content (empty on ranks
+    other than 0 and for a job that is skipped). `callbacks` are extra Lightning callbacks
+    (benchmarks use them to watch a run). `overrides`: the job's command-line overrides
+    (default: Hydra's). `share`: in a cohort (`nsae.cohort`), what this job shares with the
+    cohort's other jobs, which run in other threads of this process."""
+    from nsae.ranks import check_allocation, end_process_group, global_rank, local_ranks
+
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    check_allocation(cfg.trainer)
+    job = Job.resolve(cfg, rd, multirun)
+    if job.plan == "skip":
+        print(f"skipping {rd.path}: already finished with the same configuration")
+        return {"skipped": True}
+    rank = global_rank()
+    if rank == 0:
+        if overrides is None:
+            overrides = hydra_overrides()
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        rd.start(job.plan, resolved, overrides)  # type: ignore[arg-type]
+        if job.skips_as_alpha:
+            return rd.skip_as_alpha(resolved)  # type: ignore[arg-type]
+    elif job.skips_as_alpha:
+        return {}
+    handler = rd.attach_log(log_name, this_thread_only=share is not None)
+    try:
+        with local_ranks(cfg.trainer, rd, resume=job.ckpt_path is not None):
+            try:
+                return fit_and_evaluate(job, callbacks, share)
+            finally:
+                end_process_group()
+    except Interrupted:
+        raise
+    except Exception as err:
+        if rank == 0:
+            rd.write(rd.failed, {"error": describe(err)})
+        raise
+    finally:
+        detach_log(handler)
+
+
+def hydra_overrides() -> list[str] | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
+
+
+def cluster_plugins() -> list:
+    """Under Slurm, requeue on timeout or preemption belongs to submitit (whose requeued
+    job resumes from last.ckpt, see `RunDir.plan`), so Lightning's own is off."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
+def fit_and_evaluate(job: Job, callbacks: list | None, share: Any = None) -> dict[str, Any]:
+    import lightning as L
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from nsae.console import progress_bar
+    from nsae.data.datamodule import ActivationDataModule
+    from nsae.evaluation import zero_ablation
+    from nsae.export import export_saes
+    from nsae.interrupt import GracefulStop
+    from nsae.loggers import build_loggers
+    from nsae.module import SAEModule
+    from nsae.record import RunFiles, summarize
+    from nsae.saes import build_sae
+    from nsae.sweep import sweep_stop_requested
+
+    cfg, rd = job.cfg, job.run_dir
+    variant_kwargs = {k: v for k, v in cfg.sae.items() if k not in SAE_COMMON_KEYS}
+    with rng.job_rng(owned=share is not None):  # in a cohort, the job's own generator
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        try:
+            sae = build_sae(
+                cfg.sae.type,
+                len(job.layers),
+                job.d_model,
+                job.d_model * cfg.sae.expansion_factor,
+                **variant_kwargs,
+            )
+        except (ValueError, TypeError) as err:
+            raise NsaeError(str(err)) from None
+    module = SAEModule(
+        sae,
+        job.layers,
+        cfg.loss.normalization_method,
+        cfg.coeff,
+        cfg.optim,
+        cfg.metrics,
+        cfg.sae.init_b_dec,
+        cfg.sae.get("resample"),
+    )
+    dm = ActivationDataModule(
+        cfg.data, cfg.source, job.layers, cfg.seed, share, str(rd.path), zero_ablation
+    )
+    resume_step = rd.checkpoint_step() if job.ckpt_path else None
+    loggers = build_loggers(cfg.get("logger"), rd.path, resume_step)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    checkpoint = ModelCheckpoint(  # only last.ckpt, refreshed every validation interval
+        dirpath=rd.checkpoints,
+        save_top_k=0,
+        save_last=True,
+        every_n_train_steps=cfg.trainer.val_check_interval,
+    )
+    bar = progress_bar() if share is None else None  # (a cohort shows one bar for its jobs)
+    stop = GracefulStop(rd, job.multirun, sweep_stop_requested)
+    trainer = instantiate(
+        cfg.trainer,
+        logger=loggers or False,
+        enable_progress_bar=bar is not None,
+        callbacks=[
+            checkpoint,
+            RunFiles(rd, resumed=job.ckpt_path is not None),
+            stop,
+            *([bar] if bar else []),
+            *(callbacks or []),
+        ],
+        default_root_dir=str(rd.path),
+        plugins=cluster_plugins(),
+    )
+    trainer.fit(module, datamodule=dm, ckpt_path=job.ckpt_path)
+    stop.check()
+    started = time.perf_counter()
+    trainer.test(module, datamodule=dm, verbose=False)
+    eval_seconds = time.perf_counter() - started
+    log.info("final evaluation: %.1f s over %d held-out contexts", eval_seconds, len(dm.eval_ids))
+    if not trainer.is_global_zero:
+        return {}
+    summary = summarize(cfg, trainer, module, dm, job.layers, job.k, eval_seconds)
+    if dm.synthetic is not None:  # the ground truth travels with the run
+        dm.synthetic.save(rd.synthetic)
+    export_saes(
+        sae,
+        job.layers,
+        module.eval_density,
+        rd.path,
+        {
+            "model_name": summary["provenance"]["source"],
+            "hook_site": cfg.source.get("hook_site", "resid_post"),
+            "context_size": cfg.data.context_size,
+            "dataset_path": summary["provenance"]["dataset"],
+            "provenance": summary["provenance"],
+        },
+        overwrite=True,  # RunDir.plan let only this job's own (unfinished) files be here
+    )
+    rd.write(rd.metrics, summary)
+    return summary
+
+
+HEADLINE = ("l0", "explained_variance", "mse")
+
+
+def run_and_report(
+    cfg: DictConfig,
+    run_dir: RunDir,
+    multirun: bool,
+    log_name: str,
+    in_worker: bool = False,
+    **run_kwargs: Any,
+) -> None:
+    """`run` one job and say how it ended: its headline metrics on stdout, or its error on
+    stderr (a sweep goes on; a single run exits 2). The run directory records the outcome
+    (`RunDir.outcome`), which the command reads at the end of a sweep. in_worker: the job
+    runs apart from the command's own thread of control (`nsae.launchers.jobs_apart`), and
+    an interrupted job raises WorkersInterrupted to it."""
+    from nsae.cli import fail
+
+    try:
+        summary = run(cfg, run_dir, multirun=multirun, log_name=log_name, **run_kwargs)
+    except Interrupted as err:  # stops the whole command, sweep included
+        print(f"nsae: {err}", file=sys.stderr, flush=True)
+        if in_worker:
+            raise WorkersInterrupted(str(err)) from None  # to the sweep's process
+        sys.exit(err.exit_code)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C before training (Lightning exits 1)
+        if in_worker:
+            raise WorkersInterrupted(f"{run_dir.path.name}: stopped before training") from None
+        raise
+    except Exception as err:
+        if os.environ.get("NSAE_DEBUG"):
+            traceback.print_exc()
+        message = describe(err)
+        if multirun and not os.environ.get("SUBMITIT_EXECUTOR"):
+            print(f"nsae: error: {run_dir.path.name}: {message}", file=sys.stderr, flush=True)
+            if not run_dir.failed.is_file():  # failed before its run directory was set up
+                run_dir.path.mkdir(parents=True, exist_ok=True)
+                run_dir.write(run_dir.failed, {"error": message})
+            return
+        fail(NsaeError(message))
+        return
+    finally:
+        if "wandb" in sys.modules:  # one W&B run per job, closed before the next job
+            sys.modules["wandb"].finish()
+    if summary and not summary.get("skipped"):
+        means = summary["metrics"]
+        shown = "  ".join(f"{k}={means[k]['mean']:.4g}" for k in HEADLINE if k in means)
+        print(f"run dir: {run_dir.path}\n{shown}", flush=True)
