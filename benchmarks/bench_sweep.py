@@ -29,6 +29,7 @@ import lightning as L
 from common import config, schedule, timed_run, timed_sweep
 
 from nsae.data.datamodule import ActivationDataModule
+from nsae.evaluation import zero_ablation
 
 GRID = ["experiment=nsae_grid", "logger=csv"]
 
@@ -44,7 +45,9 @@ class EvalTimer(L.Callback):
 
 
 def setup_seconds(cfg) -> float:
-    dm = ActivationDataModule(cfg.data, cfg.source, list(range(4)), cfg.seed)
+    dm = ActivationDataModule(
+        cfg.data, cfg.source, list(range(4)), cfg.seed, fixed_extras=zero_ablation
+    )
     start = time.perf_counter()
     dm.setup("fit")
     return time.perf_counter() - start

@@ -60,7 +60,7 @@ def test_group_choice_check() -> None:
         check_group_choices(["sae_type=none,foo"])
 
 
-SAE_OPTIONS = "batchtopk, gated, jumprelu, matryoshka, none, normalized_sae, topk"
+SAE_OPTIONS = "batchtopk, gated, jumprelu, matryoshka, none, normalized_sae, relu, topk"
 LAYERS = "valid: integers in 0..3, a list of them, or all"
 
 

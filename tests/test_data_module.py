@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from nsae.data.activations import eval_positions
 from nsae.data.datamodule import ActivationDataModule
 from nsae.data.source import Harvester, load_source
 from nsae.errors import NsaeError
+from nsae.evaluation import zero_ablation
 
 LAYERS = [1, 3]
 T = 32
@@ -66,8 +68,11 @@ SOURCE = OmegaConf.create(
 )
 
 
-def make_dm(data: DictConfig, layers: list[int] = LAYERS, seed: int = 0) -> ActivationDataModule:
-    dm = ActivationDataModule(data, SOURCE, layers, seed)
+def make_dm(
+    data: DictConfig, layers: list[int] = LAYERS, seed: int = 0, extras: Any = zero_ablation
+) -> ActivationDataModule:
+    """A set-up datamodule, with the evaluation's fixed extras as a job has them."""
+    dm = ActivationDataModule(data, SOURCE, layers, seed, fixed_extras=extras)
     dm.setup("fit")
     return dm
 
@@ -91,17 +96,19 @@ def entries(data: DictConfig) -> list[Path]:
 
 def test_cache_key_covers_token_count_and_file_contents(tmp_path: Path) -> None:
     data = data_cfg(tmp_path)
-    assert make_dm(data).cache_built is True
+    assert make_dm(data).built["activation_cache"] is True
     again = make_dm(data)
-    assert again.cache_built is False and len(entries(data)) == 1  # identical: one entry
-    assert make_dm(data_cfg(tmp_path, cache_tokens=1024)).cache_built is True
+    assert (
+        again.built["activation_cache"] is False and len(entries(data)) == 1
+    )  # identical: one entry
+    assert make_dm(data_cfg(tmp_path, cache_tokens=1024)).built["activation_cache"]
     assert len(entries(data)) == 2  # differ only in cache_tokens: two entries
     train = Path(data.data_files.train)
     lines = train.read_text().splitlines()
     train.write_text("\n".join(reversed(lines)) + "\n")  # same path, same size, new contents
     changed = make_dm(data)
-    assert changed.cache_built is True and len(entries(data)) == 3
-    meta = changed.cache.meta
+    assert changed.built["activation_cache"] is True and len(entries(data)) == 3
+    meta = changed.acts.cache.meta
     assert meta["n_tokens"] == 2048 and meta["context_size"] == T
     assert meta["data"]["files"] == [hashlib.sha256(train.read_bytes()).hexdigest()]
     weights = Path(asset("kjv-gpt2")) / "model.safetensors"

@@ -127,10 +127,13 @@ def finished(run_dir: Path) -> dict[str, Any]:
     """A finished run's metrics, evaluation contexts [C, T], LM (TransformerLens) and the
     token ids SAEBench ignores."""
     from nsae.data.datamodule import ActivationDataModule
+    from nsae.evaluation import zero_ablation
 
     summary = json.loads((run_dir / "metrics.json").read_text())
     cfg = OmegaConf.load(run_dir / "config.yaml")
-    dm = ActivationDataModule(cfg.data, cfg.source, summary["layers"], cfg.seed)
+    dm = ActivationDataModule(
+        cfg.data, cfg.source, summary["layers"], cfg.seed, fixed_extras=zero_ablation
+    )
     dm.setup()  # the run's evaluation contexts (read back from the stored fixed inputs)
     assert dm.acts.harvester is not None
     tok = dm.acts.tokenizer

@@ -38,15 +38,9 @@ from nsae.data.cache import _locked, cache_key
 from nsae.errors import NsaeError
 
 FORMAT_VERSION = 1
-NAMES = (
-    "norm_sample",
-    "norm_positions",
-    "eval_ids",
-    "eval_acts",
-    "eval_keep",
-    "zero_kl_LCT",
-    "zero_ce_LCT",
-)
+# Every entry's tensors; the evaluation adds its own (the zero-ablation terms, which the
+# key marks: see `LMActivations._fixed_fields`)
+NAMES = ("norm_sample", "norm_positions", "eval_ids", "eval_acts", "eval_keep")
 
 
 class FixedInputs:
@@ -75,7 +69,7 @@ class FixedInputs:
         for orphan in self.dir.glob(f"{self.key}.tmp-*"):  # a dead builder's (we hold the lock)
             orphan.unlink(missing_ok=True)
         tmp = self.path.with_name(f"{self.key}.tmp-{os.getpid()}")
-        torch.save({k: tensors[k].detach().cpu().contiguous() for k in NAMES}, tmp)
+        torch.save({k: t.detach().cpu().contiguous() for k, t in tensors.items()}, tmp)
         meta = self.path.with_suffix(".json")
         meta.write_text(json.dumps({**self.fields, "key": self.key}, indent=2, default=str) + "\n")
         tmp.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
@@ -88,6 +82,6 @@ class FixedInputs:
             raise NsaeError(
                 f"fixed inputs {self.path} are unreadable ({err}); delete the file to rebuild"
             ) from None
-        if set(tensors) != set(NAMES):
+        if not set(NAMES) <= set(tensors):
             raise NsaeError(f"fixed inputs {self.path} do not match their format; delete it")
         return tensors
