@@ -12,6 +12,7 @@ alternating with the baseline; the median of the per-round ratios is printed.
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = [sys.executable, "-c", "import torch"]
+HEAVY = ("lightning", "transformers", "torch")  # which of these the command imports
 COMMANDS = {
     "--help": ["--help"],
     "refused option (sae_type=bogus)": ["sae_type=bogus"],
@@ -46,7 +48,7 @@ def main() -> None:
         imported = subprocess.run(
             [sys.executable, "-X", "importtime", *cmd[1:]], cwd=ROOT, capture_output=True, text=True
         ).stderr
-        heavy = [m for m in ("lightning", "transformers") if f"| {m}\n" in imported]
+        heavy = [m for m in HEAVY if re.search(rf"\|\s+{m}$", imported, re.M)]
         ratios, took, base = [], [], []
         for _ in range(args.rounds):
             base.append(seconds(BASELINE, 0))
@@ -56,7 +58,7 @@ def main() -> None:
             f"{name}: {statistics.median(took):.2f} s vs import torch "
             f"{statistics.median(base):.2f} s: ratio {statistics.median(ratios):.2f} "
             f"(rounds {min(ratios):.2f}..{max(ratios):.2f}; target <= 1.3); "
-            f"imports {', '.join(heavy) or 'neither Lightning nor transformers'}",
+            f"imports {', '.join(heavy) or 'none of ' + ', '.join(HEAVY)}",
             flush=True,
         )
 

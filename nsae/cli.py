@@ -62,6 +62,10 @@ def main(entry: Callable[[], None]) -> None:
             checked = preflight(argv)
     except NsaeError as err:
         fail(err)
+    if checked is not None:  # Hydra runs the jobs in the very directories checked here
+        key = checked.pin.split("=", 1)[0]
+        kept = [a for a in argv if a.split("=", 1)[0].lstrip("+~") != key]
+        sys.argv = [sys.argv[0], *kept, checked.pin]
     apart = checked is not None and jobs_apart(checked.launcher)
     if apart:  # a stopped worker's WorkersInterrupted reaches this process's except
         signal.signal(signal.SIGINT, let_workers_stop)

@@ -153,7 +153,7 @@ def run_cohort(cohort: list[CohortJob], label: str) -> list[BaseException]:
     from nsae import rng
     from nsae.console import progress
     from nsae.data.shared import CohortShare
-    from nsae.job import run_and_report
+    from nsae.job import record_failure, run_and_report
 
     share = CohortShare([str(j.run_dir) for j in cohort], max_lead(cohort[0].cfg))
     interrupted: list[BaseException] = []
@@ -190,9 +190,7 @@ def run_cohort(cohort: list[CohortJob], label: str) -> list[BaseException]:
         except WorkersInterrupted as err:
             interrupted.append(err)
         except BaseException as err:  # (run_and_report records a job's own failure)
-            rd = RunDir(job.run_dir)
-            rd.path.mkdir(parents=True, exist_ok=True)
-            rd.write(rd.failed, {"error": describe(err)})
+            record_failure(RunDir(job.run_dir), describe(err))
         finally:
             share.leave(str(job.run_dir))
             rng.release()

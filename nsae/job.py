@@ -47,8 +47,10 @@ class Job:
         resolved = OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(resolved, dict)
         plan = run_dir.plan(resolved, multirun, bool(cfg.get("resume", False)))
+        if plan == "skip":  # (nothing to train: the source is not even looked up)
+            return cls(cfg, run_dir, multirun, plan, [], 0, None)
         shape = source_shape(cfg.source)
-        layers = validate(cfg, shape) if plan != "skip" else []
+        layers = validate(cfg, shape)
         return cls(cfg, run_dir, multirun, plan, layers, shape[2], beta_exponent_of(cfg))
 
     @property
@@ -257,9 +259,7 @@ def run_and_report(
         message = describe(err)
         if multirun and not os.environ.get("SUBMITIT_EXECUTOR"):
             print(f"nsae: error: {run_dir.path.name}: {message}", file=sys.stderr, flush=True)
-            if not run_dir.failed.is_file():  # failed before its run directory was set up
-                run_dir.path.mkdir(parents=True, exist_ok=True)
-                run_dir.write(run_dir.failed, {"error": message})
+            record_failure(run_dir, message)
             return
         fail(NsaeError(message))
         return
@@ -270,3 +270,16 @@ def run_and_report(
         means = summary["metrics"]
         shown = "  ".join(f"{k}={means[k]['mean']:.4g}" for k in HEADLINE if k in means)
         print(f"run dir: {run_dir.path}\n{shown}", flush=True)
+
+
+def record_failure(run_dir: RunDir, message: str) -> None:
+    """failed.json for a sweep's job, also one that failed before its directory was set up
+    (the sweep's summary reads it); never in a directory that holds a finished run (a job
+    refused because of it), and never raising: the sweep goes on."""
+    try:
+        if run_dir.path.exists() and (not run_dir.path.is_dir() or run_dir.finished()):
+            return
+        run_dir.path.mkdir(parents=True, exist_ok=True)
+        run_dir.write(run_dir.failed, {"error": message})
+    except OSError:
+        pass

@@ -57,17 +57,22 @@ def resolved_task_config(cfg: DictConfig) -> dict[str, Any]:
     return out
 
 
-def _split_argv(argv: list[str]) -> tuple[bool, list[str]] | None:
-    """(multirun, overrides), or None when nsae should leave the command to Hydra."""
-    multirun, overrides = False, []
-    for arg in argv:
+def _split_argv(argv: list[str]) -> tuple[bool, list[str], str] | None:
+    """(multirun, overrides, config name), or None when nsae should leave the command to
+    Hydra (help, info, another config directory, ...)."""
+    multirun, overrides, name = False, [], "config"
+    args = iter(argv)
+    for arg in args:
+        flag, eq, value = arg.partition("=")
         if arg in ("-m", "--multirun"):
             multirun = True
-        elif arg.startswith("-"):  # help, info, another config, ...: Hydra's own business
+        elif flag in ("-cn", "--config-name"):
+            name = value if eq else next(args, "")
+        elif arg.startswith("-"):
             return None
         else:
             overrides.append(arg)
-    return multirun, overrides
+    return multirun, overrides, name
 
 
 def _job_overrides(base: DictConfig, task: list[str], loader: Any) -> list[list[str]]:
@@ -81,36 +86,43 @@ def _job_overrides(base: DictConfig, task: list[str], loader: Any) -> list[list[
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
-def compose_jobs(argv: list[str]) -> tuple[bool, list[JobCheck]] | None:
-    """Compose every job of the command line as Hydra will; None if nsae should not."""
+def compose_jobs(argv: list[str]) -> tuple[bool, list[JobCheck], str] | None:
+    """Compose every job of the command line as Hydra will; None if nsae should not. Also
+    the override that pins the run or sweep directory to the one checked here (its default
+    holds `${now:...}`, which Hydra would resolve again, seconds later)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
+    from nsae.ranks import hydra_quote
+
     split = _split_argv(argv)
     if split is None:
         return None
-    multirun, overrides = split
+    multirun, overrides, name = split
     hydra_args = [o for o in overrides if o.lstrip("+~").startswith("hydra")]
     task = [o for o in overrides if o not in hydra_args]
     jobs_overrides: list[list[str]] = [] if multirun else [task]
     checks: list[JobCheck] = []
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        plain = [o for o in task if not _is_sweep(o)]
+        base = compose(name, overrides=hydra_args + plain, return_hydra_config=True)
+        pin = f"{key}={hydra_quote(str(OmegaConf.select(base, key)))}"
+        hydra_args = [o for o in hydra_args if o.split("=", 1)[0].lstrip("+~") != key] + [pin]
         if multirun:
-            plain = [o for o in task if not _is_sweep(o)]
-            base = compose("config", overrides=hydra_args + plain, return_hydra_config=True)
             loader = GlobalHydra.instance().config_loader()
             jobs_overrides = _job_overrides(base, task, loader)
         for num, job in enumerate(jobs_overrides):
             extra = [f"hydra.job.num={num}", f"hydra.job.id={num}"] if multirun else []
-            cfg = compose("config", overrides=hydra_args + extra + job, return_hydra_config=True)
+            cfg = compose(name, overrides=hydra_args + extra + job, return_hydra_config=True)
             if multirun:
                 out = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
             else:
                 out = Path(str(cfg.hydra.run.dir))
             HydraConfig.instance().set_config(cfg)
             checks.append(JobCheck(job, cfg, out.absolute()))
-    return multirun, checks
+    return multirun, checks, pin
 
 
 def _is_sweep(override: str) -> bool:
@@ -122,6 +134,7 @@ def _is_sweep(override: str) -> bool:
 class Checked(NamedTuple):
     plans: dict[Path, Plan]  # each run directory's plan
     launcher: Kind  # the kind of the Hydra launcher (`nsae.launchers`)
+    pin: str  # hydra.run.dir=... or hydra.sweep.dir=...: the directory checked here
 
 
 def preflight(argv: list[str]) -> Checked | None:
@@ -139,7 +152,7 @@ def preflight(argv: list[str]) -> Checked | None:
         raise NsaeError(explain_hydra_error(err, argv)) from None
     if composed is None:
         return None
-    multirun, jobs = composed
+    multirun, jobs, pin = composed
     if not jobs:
         sweeps = " ".join(a for a in argv if "(" in a or "," in a)
         raise NsaeError(f"the sweep has no jobs: {sweeps or 'its overrides'} match no option")
@@ -167,7 +180,7 @@ def preflight(argv: list[str]) -> Checked | None:
         raise NsaeError(
             f"{len(problems)} of {len(jobs)} jobs cannot run, so none was started: {listed}"
         )
-    return Checked(plans, kind)
+    return Checked(plans, kind, pin)
 
 
 def explain_hydra_error(err: Exception, argv: list[str] | None = None) -> str:

@@ -69,7 +69,7 @@ def test_asset_paths_compare_as_embedded_names() -> None:
 
 
 def test_sweep_jobs_compose_as_hydra_names_them(tmp_path: Path) -> None:
-    multirun, jobs = compose_jobs(["-m", "experiment=nsae_grid", f"hydra.sweep.dir={tmp_path}"])
+    multirun, jobs, _ = compose_jobs(["-m", "experiment=nsae_grid", f"hydra.sweep.dir={tmp_path}"])
     assert multirun and len(jobs) == 12
     assert jobs[0].run_dir == tmp_path / "0_none_none_alpha_alpha=2.0"
     assert jobs[11].run_dir.name.startswith("11_normalized_sae_input_norm_squared_beta_")
@@ -165,3 +165,35 @@ def test_a_failing_job_does_not_stop_the_sweep(cli, tmp_path: Path) -> None:
     assert rendered.returncode == 0, rendered.stderr[-2000:]
     md = (sweep / "report.md").read_text()
     assert "### Results" in md and "FAILED: non-finite loss" in md
+
+
+def test_the_checked_directory_is_pinned_for_hydra(tmp_path: Path, monkeypatch) -> None:
+    """The default directories hold ${now:...}: the command pins the one it checked, so
+    Hydra cannot resolve another one seconds later."""
+    monkeypatch.chdir(tmp_path)
+    checked = preflight(["-m", "debug=tiny", "seed=0,1"])
+    key, _, value = checked.pin.partition("=")
+    assert key == "hydra.sweep.dir" and value.startswith("'outputs/sweeps/")
+    assert {p.parent for p in checked.plans} == {(tmp_path / value.strip("'")).absolute()}
+    single = preflight(["debug=tiny", "hydra.run.dir=elsewhere/run"])
+    assert single.pin == "hydra.run.dir='elsewhere/run'"
+    assert list(single.plans) == [(tmp_path / "elsewhere" / "run").absolute()]
+
+
+@pytest.mark.slow
+def test_a_sweep_in_the_default_directory_reports_its_failed_job(cli, tmp_path: Path) -> None:
+    """No hydra.sweep.dir given (the default holds ${now:...}): the summary still reads the
+    directories the jobs ran in, names the failed one and exits 1."""
+    proc = cli(
+        "-m",
+        "debug=tiny",
+        "source.layers=[0]",
+        "metrics.splice=false",
+        "coeff.alpha=1,1e38",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "nsae: sweep: 1 finished, 0 skipped, 1 failed" in proc.stdout
+    [sweep] = (tmp_path / "outputs" / "sweeps").glob("*/*")
+    assert len(list(sweep.glob("*/metrics.json"))) == 1
+    assert len(list(sweep.glob("*/failed.json"))) == 1

@@ -125,8 +125,8 @@ def test_the_experiments_two_commands_compose_every_arm_into_one_sweep_dir() -> 
 
     topk_args = ["+baseline=topk"]  # its own sweep axes: sae.k x seed, coeff.scale fixed
     check_group_choices(topk_args)
-    _, jobs = compose_jobs(["-m", "experiment=nsae_baselines"])
-    _, topk = compose_jobs(["-m", "experiment=nsae_baselines", *topk_args])
+    _, jobs, _ = compose_jobs(["-m", "experiment=nsae_baselines"])
+    _, topk, _ = compose_jobs(["-m", "experiment=nsae_baselines", *topk_args])
     arms = {}
     for job in jobs + topk:
         c = job.cfg
