@@ -291,7 +291,7 @@ def test_without_sae_lens_the_error_names_the_extra(monkeypatch: pytest.MonkeyPa
 
 def test_save_writes_loadable_models_and_the_premise(tmp_path: Any) -> None:
     src = source(kind="lognormal", sigma=0.5, layer_growth=2.0)
-    src.save(tmp_path)
+    src.save(tmp_path / "synthetic")  # (a run directory's synthetic/)
     for j, layer in enumerate(src.layers):
         loaded = SyntheticModel.load_from_disk(tmp_path / "synthetic" / f"layer_{layer}")
         assert torch.equal(loaded.feature_dict.feature_vectors, src.dict_LFD[j])
