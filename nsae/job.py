@@ -38,6 +38,7 @@ class Job:
     layers: list[int]
     d_model: int
     k: float | None  # the effective beta exponent (None in alpha mode)
+    resolved: dict[str, Any]  # cfg as plain data, interpolations resolved
 
     @classmethod
     def resolve(cls, cfg: DictConfig, run_dir: RunDir, multirun: bool) -> Job:
@@ -48,10 +49,11 @@ class Job:
         assert isinstance(resolved, dict)
         plan = run_dir.plan(resolved, multirun, bool(cfg.get("resume", False)))
         if plan == "skip":  # (nothing to train: the source is not even looked up)
-            return cls(cfg, run_dir, multirun, plan, [], 0, None)
+            return cls(cfg, run_dir, multirun, plan, [], 0, None, resolved)
         shape = source_shape(cfg.source)
         layers = validate(cfg, shape)
-        return cls(cfg, run_dir, multirun, plan, layers, shape[2], beta_exponent_of(cfg))
+        k = beta_exponent_of(cfg)
+        return cls(cfg, run_dir, multirun, plan, layers, shape[2], k, resolved)
 
     @property
     def ckpt_path(self) -> str | None:
@@ -89,10 +91,9 @@ def run(
     if rank == 0:
         if overrides is None:
             overrides = hydra_overrides()
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        rd.start(job.plan, resolved, overrides)  # type: ignore[arg-type]
+        rd.start(job.plan, job.resolved, overrides)
         if job.skips_as_alpha:
-            return rd.skip_as_alpha(resolved)  # type: ignore[arg-type]
+            return rd.skip_as_alpha(job.resolved)
     elif job.skips_as_alpha:
         return {}
     handler = rd.attach_log(log_name, this_thread_only=share is not None)
@@ -172,7 +173,7 @@ def fit_and_evaluate(job: Job, callbacks: list | None, share: Any = None) -> dic
     resume_step = rd.checkpoint_step() if job.ckpt_path else None
     loggers = build_loggers(cfg.get("logger"), rd.path, resume_step)
     for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(job.resolved)
     checkpoint = ModelCheckpoint(  # only last.ckpt, refreshed every validation interval
         dirpath=rd.checkpoints,
         save_top_k=0,
