@@ -6,6 +6,8 @@ command before anything is written."""
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -111,7 +113,9 @@ def validate(cfg: Any, shape: tuple[int, int | None, int] | None = None) -> list
             f"data.context_size={cfg.data.context_size} exceeds the model's maximum "
             f"positions; valid: 1..{max_positions}"
         )
-    if cfg.source.get("kind", "lm") != "synthetic":
+    if cfg.source.get("kind", "lm") == "synthetic":
+        require("sae_lens", "source.kind=synthetic", "saelens")
+    else:
         from nsae.data.text import check_data_files
 
         check_data_files(cfg.data.get("data_files"), str(cfg.data.path))
@@ -162,9 +166,46 @@ def check_misc(cfg: Any) -> None:
         isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1 for b in betas
     ):
         raise NsaeError(f"optim.betas={betas}; valid: two numbers in [0, 1)")
+    every_s = OmegaConf.select(cfg, "console.progress_every_s")
+    if every_s is not None:
+        number("console.progress_every_s", every_s, strict=True)
     k = cfg.coeff.get("k")
     if k is not None and (isinstance(k, bool) or not isinstance(k, int | float)):
         raise NsaeError(f"coeff.k={k!r} is not a number; valid: a number, or null (the default)")
+
+
+WARNED: set[str] = set()
+
+
+def warn_once(line: str) -> None:
+    """Print a warning once per process, from the command's process or rank 0 only."""
+    from nsae.ranks import global_rank
+
+    if line in WARNED or global_rank() != 0:
+        return
+    WARNED.add(line)
+    print(line, file=sys.stderr, flush=True)
+
+
+def installed(module: str) -> bool:
+    """Can `module` be imported here (without importing it)?"""
+    import importlib.util
+
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require(module: str, what: str, extra: str) -> None:
+    """One line naming the optional extra that `what` needs, with its install command."""
+    if not installed(module):
+        raise NsaeError(
+            f"{what} needs nsae's {extra} extra ({module} is not installed): "
+            f'pip install -e ".[{extra}]"'
+        )
 
 
 def check_accelerator(trainer: Any) -> None:
@@ -180,6 +221,14 @@ def check_accelerator(trainer: Any) -> None:
     if acc == "mps" and not torch.backends.mps.is_available():
         raise NsaeError("trainer.accelerator=mps but MPS is not available; valid: auto, cpu")
     devices = trainer.get("devices", 1)
+    cores = os.cpu_count() or 1
+    on_cpu = acc == "cpu" or (acc == "auto" and not gpus)
+    if on_cpu and isinstance(devices, int) and devices > cores:
+        warn_once(
+            f"nsae: warning: trainer.devices={devices} CPU processes on {cores} CPU cores: the "
+            f"ranks share the cores, each training on its own batch (the global batch is "
+            f"{devices} x data.batch_size)"
+        )
     if gpus and acc in ("auto", "gpu", "cuda") and isinstance(devices, int) and devices > gpus:
         raise NsaeError(
             f"trainer.devices={devices} but this machine has {gpus} GPU(s); valid: 1..{gpus}"

@@ -45,10 +45,17 @@ def check_config_name(argv: list[str]) -> None:
                 raise NsaeError(f"--config-name {name}: no such config; valid: {names}")
 
 
+def display(path: str) -> str:
+    """A path as the user would type it: relative to the working directory when inside."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def main(entry: Callable[[], None]) -> None:
     """Check the command, run it through Hydra's `entry`, and exit with its code."""
     from nsae.config import check_group_choices
-    from nsae.launchers import jobs_apart
+    from nsae.console import quiet_launcher
+    from nsae.launchers import check_launcher_extra, jobs_apart
     from nsae.preflight import preflight
     from nsae.ranks import external_ranks
     from nsae.sweep import let_workers_stop, outcomes, stop_marker, sweep_summary
@@ -58,6 +65,7 @@ def main(entry: Callable[[], None]) -> None:
     try:
         check_config_name(argv)
         check_group_choices(argv)
+        check_launcher_extra(argv)
         if not external_ranks():
             checked = preflight(argv)
     except NsaeError as err:
@@ -71,6 +79,7 @@ def main(entry: Callable[[], None]) -> None:
         signal.signal(signal.SIGINT, let_workers_stop)
         os.environ["HYDRA_FULL_ERROR"] = "1"
         os.environ["NSAE_SWEEP_PID"] = str(os.getpid())
+    quiet_launcher()
     try:
         try:
             entry()
@@ -92,4 +101,8 @@ def main(entry: Callable[[], None]) -> None:
         return
     ended = outcomes(checked.plans)
     if len(ended) > 1 or any(outcome == "failed" for _, outcome, _ in ended):
-        sys.exit(sweep_summary(ended))
+        code = sweep_summary(ended)
+        if any(outcome == "finished" or outcome == "skipped" for _, outcome, _ in ended):
+            sweep_dir = os.path.commonpath([str(d.parent) for d, _, _ in ended])
+            print(f"nsae: report: python -m nsae.report {display(sweep_dir)}", flush=True)
+        sys.exit(code)

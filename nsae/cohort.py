@@ -151,14 +151,15 @@ def run_cohort(cohort: list[CohortJob], label: str) -> list[BaseException]:
     from lightning.pytorch.callbacks import Callback
 
     from nsae import rng
-    from nsae.console import progress
     from nsae.data.shared import CohortShare
     from nsae.job import record_failure, run_and_report
+    from nsae.progress import configure, progress
 
     share = CohortShare([str(j.run_dir) for j in cohort], max_lead(cohort[0].cfg))
     interrupted: list[BaseException] = []
     steps = sum(int(j.cfg.trainer.max_steps) - (j.start if isinstance(j.start, int) else 0)
                 for j in cohort)  # fmt: skip
+    configure(cohort[0].cfg.get("console"))
     bar = progress(steps, label, "steps")
     bar_lock = threading.Lock()
 
@@ -214,6 +215,20 @@ def run_cohort(cohort: list[CohortJob], label: str) -> list[BaseException]:
     return interrupted
 
 
+def run_cohorts(cohorts: list[list[CohortJob]]) -> None:
+    """Run the cohorts in turn; stop the sweep when a job was interrupted."""
+    from nsae.sweep import sweep_stop_requested
+
+    for i, cohort in enumerate(cohorts, 1):
+        if sweep_stop_requested():
+            raise WorkersInterrupted("the sweep was interrupted")
+        label = f"cohort {i}/{len(cohorts)} ({len(cohort)} job{'s' * (len(cohort) != 1)})"
+        print(f"nsae: {label}: jobs {', '.join(str(j.num) for j in cohort)}", flush=True)
+        interrupted = run_cohort(cohort, label)
+        if interrupted:
+            raise WorkersInterrupted(str(interrupted[0]))
+
+
 def launch(
     hydra_context: Any,
     config: DictConfig,
@@ -225,7 +240,7 @@ def launch(
     return Hydra's JobReturns (a failed job leaves its failed.json)."""
     from hydra.core.utils import JobReturn, JobStatus
 
-    from nsae.sweep import sweep_stop_requested
+    from nsae.console import tag_jobs
 
     jobs = prepare(hydra_context, config, job_overrides, initial_job_idx)
     for job in jobs:
@@ -235,14 +250,8 @@ def launch(
     cohorts, notes = plan_cohorts(jobs, memory_gb)
     for note in notes:
         print(note, flush=True)
-    for i, cohort in enumerate(cohorts, 1):
-        if sweep_stop_requested():
-            raise WorkersInterrupted("the sweep was interrupted")
-        label = f"cohort {i}/{len(cohorts)} ({len(cohort)} job{'s' * (len(cohort) != 1)})"
-        print(f"nsae: {label}: jobs {', '.join(str(j.num) for j in cohort)}", flush=True)
-        interrupted = run_cohort(cohort, label)
-        if interrupted:
-            raise WorkersInterrupted(str(interrupted[0]))
+    with tag_jobs(None):  # each job's thread tags its lines
+        run_cohorts(cohorts)
     return [
         JobReturn(
             overrides=job.overrides,

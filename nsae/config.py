@@ -35,7 +35,22 @@ def sweep_name() -> str | None:
     return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
 
 
-for _name, _fn in (("nsae.asset", asset), ("nsae.mul", mul), ("nsae.sweep_name", sweep_name)):
+def job_name(sae_type: str, normalization: str, mode: str, alpha: Any, seed: Any) -> str:
+    """`${nsae.job_name:${sae.type},${loss.normalization_method},${coeff.mode},${coeff.alpha},
+    ${seed}}`, a sweep job's folder name after its number: the condition and the seed, each
+    word once: `relu_input_norm_alpha=0.5_seed=1`, `normalized_sae_none_beta-alpha=0.006_seed=0`
+    (sae_type none is the plain ReLU SAE, `relu` here as in `sae_type=relu`)."""
+    coeff = f"alpha={alpha}" if mode == "alpha" else f"{mode}-alpha={alpha}"
+    sae = "relu" if sae_type == "none" else sae_type
+    return f"{sae}_{normalization}_{coeff}_seed={seed}"
+
+
+for _name, _fn in (
+    ("nsae.asset", asset),
+    ("nsae.mul", mul),
+    ("nsae.sweep_name", sweep_name),
+    ("nsae.job_name", job_name),
+):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 
@@ -60,7 +75,13 @@ def check_group_choices(overrides: list[str]) -> None:
         options = group_options(group)
         for choice in value.split(","):
             if choice not in options and choice != "null":
-                raise NsaeError(f"{group}={choice} is not an option; valid: {', '.join(options)}")
+                import difflib
+
+                near = difflib.get_close_matches(choice, options, n=1, cutoff=0.6)
+                hint = f" (did you mean {near[0]}?)" if near else ""
+                raise NsaeError(
+                    f"{group}={choice} is not an option{hint}; valid: {', '.join(options)}"
+                )
 
 
 def resolve_layers(layers: Any, n_layers: int) -> list[int]:

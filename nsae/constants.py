@@ -8,9 +8,9 @@ PACKAGE = Path(__file__).resolve().parent
 CONF_DIR = PACKAGE.parent / "conf"  # the Hydra config groups
 ASSETS = PACKAGE / "assets"  # the shipped model and text
 
-# Config keys that never change a result: bookkeeping, loggers (names, paths), the
-# activation cache's location. Everything else decides a run's numbers.
-BOOKKEEPING = ("resume", "logger", "hydra", "data.cache_dir")
+# Config keys that never change a result: bookkeeping, loggers (names, paths), what the
+# console shows, the activation cache's location. Everything else decides a run's numbers.
+BOOKKEEPING = ("resume", "logger", "hydra", "console", "data.cache_dir")
 
 # sae.* keys every SAE type has; the others are a type's own hyper-parameters.
 SAE_COMMON_KEYS = ("type", "expansion_factor", "init_b_dec", "resample")

@@ -79,9 +79,11 @@ def run(
     (benchmarks use them to watch a run). `overrides`: the job's command-line overrides
     (default: Hydra's). `share`: in a cohort (`nsae.cohort`), what this job shares with the
     cohort's other jobs, which run in other threads of this process."""
+    from nsae import progress
     from nsae.ranks import check_allocation, end_process_group, global_rank, local_ranks
 
     rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    progress.configure(cfg.get("console"))
     check_allocation(cfg.trainer)
     job = Job.resolve(cfg, rd, multirun)
     if job.plan == "skip":
@@ -130,15 +132,15 @@ def cluster_plugins() -> list:
 def fit_and_evaluate(job: Job, callbacks: list | None, share: Any = None) -> dict[str, Any]:
     import lightning as L
     from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 
-    from nsae.console import progress_bar
     from nsae.data.datamodule import ActivationDataModule
     from nsae.evaluation import zero_ablation
     from nsae.export import export_saes
     from nsae.interrupt import GracefulStop
     from nsae.loggers import build_loggers
     from nsae.module import SAEModule
+    from nsae.progress import progress_callback
     from nsae.record import RunFiles, summarize
     from nsae.saes import build_sae
     from nsae.sweep import sweep_stop_requested
@@ -180,12 +182,13 @@ def fit_and_evaluate(job: Job, callbacks: list | None, share: Any = None) -> dic
         save_last=True,
         every_n_train_steps=cfg.trainer.val_check_interval,
     )
-    bar = progress_bar() if share is None else None  # (a cohort shows one bar for its jobs)
+    # (a cohort shows one bar, or one line, for all of its jobs)
+    bar = progress_callback(cfg.data.batch_size) if share is None else None
     stop = GracefulStop(rd, job.multirun, sweep_stop_requested)
     trainer = instantiate(
         cfg.trainer,
         logger=loggers or False,
-        enable_progress_bar=bar is not None,
+        enable_progress_bar=isinstance(bar, ProgressBar),
         callbacks=[
             checkpoint,
             RunFiles(rd, resumed=job.ckpt_path is not None),
@@ -201,9 +204,9 @@ def fit_and_evaluate(job: Job, callbacks: list | None, share: Any = None) -> dic
     started = time.perf_counter()
     trainer.test(module, datamodule=dm, verbose=False)
     eval_seconds = time.perf_counter() - started
-    log.info("final evaluation: %.1f s over %d held-out contexts", eval_seconds, len(dm.eval_ids))
     if not trainer.is_global_zero:
         return {}
+    log.info("final evaluation: %.1f s over %d held-out contexts", eval_seconds, len(dm.eval_ids))
     summary = summarize(cfg, trainer, module, dm, job.layers, job.k, eval_seconds)
     if dm.synthetic is not None:  # the ground truth travels with the run
         dm.synthetic.save(rd.synthetic)
@@ -225,7 +228,9 @@ def fit_and_evaluate(job: Job, callbacks: list | None, share: Any = None) -> dic
     return summary
 
 
-HEADLINE = ("l0", "explained_variance", "mse")
+# a run's last word: README's headline metrics, then a synthetic source's ground truth
+HEADLINE = ("l0", "explained_variance", "reconstruction_score", "kl", "mcc", "f1")
+TESTING_ONLY = "nsae: note: a debug preset's run: these numbers are for testing only"
 
 
 def run_and_report(
@@ -268,9 +273,17 @@ def run_and_report(
         if "wandb" in sys.modules:  # one W&B run per job, closed before the next job
             sys.modules["wandb"].finish()
     if summary and not summary.get("skipped"):
-        means = summary["metrics"]
-        shown = "  ".join(f"{k}={means[k]['mean']:.4g}" for k in HEADLINE if k in means)
-        print(f"run dir: {run_dir.path}\n{shown}", flush=True)
+        testing_only = bool(OmegaConf.select(cfg, "console.testing_only"))
+        print(last_word(summary, run_dir, testing_only), flush=True)
+
+
+def last_word(summary: dict[str, Any], run_dir: RunDir, testing_only: bool) -> str:
+    """The end of a run: its directory and the headline metrics (means over layers)."""
+    means = summary["metrics"]
+    shown = "  ".join(
+        f"{k}={means[k]['mean']:.4g}" for k in HEADLINE if means.get(k, {}).get("mean") is not None
+    )
+    return f"run dir: {run_dir.path}\n{shown}" + (f"\n{TESTING_ONLY}" if testing_only else "")
 
 
 def record_failure(run_dir: RunDir, message: str) -> None:

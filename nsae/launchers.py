@@ -52,3 +52,19 @@ def job_problem(kind: Kind, cfg: Any) -> str | None:
             "cohort trains several jobs in one; valid: logger=csv or logger=none"
         )
     return None
+
+
+# the launcher options that need an optional extra: option -> (its module, the extra)
+EXTRAS = {"slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm")}
+
+
+def check_launcher_extra(argv: list[str]) -> None:
+    """`hydra/launcher=slurm` without hydra-submitit-launcher: one line with the install
+    command (Hydra would say that its defaults name no such option)."""
+    from nsae.checks import require
+
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") == "hydra/launcher" and value in EXTRAS:
+            module, extra = EXTRAS[value]
+            require(module, f"hydra/launcher={value}", extra)

@@ -144,6 +144,9 @@ def preflight(argv: list[str]) -> Checked | None:
     run."""
     from nsae.checks import validate
 
+    split = _split_argv(argv)
+    if split is not None:
+        check_added_keys(split[1])
     try:
         composed = compose_jobs(argv)
     except NsaeError:
@@ -183,11 +186,84 @@ def preflight(argv: list[str]) -> Checked | None:
     return Checked(plans, kind, pin)
 
 
-def explain_hydra_error(err: Exception, argv: list[str] | None = None) -> str:
-    """One line for a Hydra composition error: the key or option, and what is valid."""
+def check_added_keys(overrides: list[str]) -> None:
+    """`+key=value` adds a key; one that nsae never reads (`known_keys`; under `trainer.`, a
+    Lightning Trainer argument) is refused, naming the nearest known key. `++key=value` adds
+    any key: for a key that your own config or a plugin reads."""
+    known = None
+    for arg in overrides:
+        if not arg.startswith("+") or arg.startswith("++") or "=" not in arg:
+            continue
+        key = arg[1:].split("=", 1)[0]
+        if key.startswith("hydra") or (CONF_DIR / key).is_dir():
+            continue  # Hydra's own keys, and a config group added (+experiment=...)
+        known = known or known_keys()
+        if key in known or (key.startswith("trainer.") and key.count(".") == 1 and
+                            key.split(".")[1] in trainer_arguments()):  # fmt: skip
+            continue
+        raise NsaeError(
+            f"+{key}: nsae never reads {key}{nearest(key, known)}; "
+            f"++{key}=... adds it anyway (for a key that your own config or a plugin reads)"
+        )
+
+
+def trainer_arguments() -> set[str]:
+    import inspect
+
+    from lightning.pytorch import Trainer
+
+    return set(inspect.signature(Trainer.__init__).parameters) - {"self"}
+
+
+def known_keys() -> list[str]:
+    """Every key that nsae's configs set (dotted: conf/config.yaml and every option of every
+    group, under its package) and every config group's name: the keys nsae reads."""
     import re
 
-    from hydra import compose, initialize_config_dir
+    from nsae.rundir import flat
+
+    keys: set[str] = set()
+    for path in [CONF_DIR / "config.yaml", *sorted(CONF_DIR.glob("*/*.yaml"))]:
+        group = path.parent.name
+        if group == "hydra" or path.parent.parent.name == "hydra":
+            continue
+        text = path.read_text()
+        found = re.search(r"^# @package (\S+)", text, re.M)
+        package = found.group(1) if found else ("" if path.parent == CONF_DIR else group)
+        package = "" if package == "_global_" else package
+        data = OmegaConf.to_container(OmegaConf.create(text), resolve=False) or {}
+        assert isinstance(data, dict)
+        data.pop("defaults", None)
+        keys |= {f"{package}.{k}" if package else k for k in flat(data)}
+        keys |= {group} if path.parent != CONF_DIR else set()
+    keys |= {k.rsplit(".", i)[0] for k in list(keys) for i in range(1, k.count(".") + 1)}
+    return sorted(k for k in keys if not k.startswith("hydra"))
+
+
+def nearest(word: str, candidates: list[str]) -> str:
+    """` (did you mean X?)` for the closest candidate (difflib), or nothing."""
+    import difflib
+
+    found = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {found[0]}?)" if found else ""
+
+
+def valid_keys_at(key: str) -> str:
+    """`valid keys under optim: betas, ...` for the parent node of `key`."""
+    parent = key.rsplit(".", 1)[0] if "." in key else ""
+    keys = known_keys()
+    depth = key.count(".")
+    here = sorted(
+        k for k in keys if k.count(".") == depth and (not parent or k.startswith(parent + "."))
+    )
+    names = ", ".join(k.rsplit(".", 1)[-1] for k in here) or "(none)"
+    return f"valid keys {f'under {parent}' if parent else 'at the top level'}: {names}"
+
+
+def explain_hydra_error(err: Exception, argv: list[str] | None = None) -> str:
+    """One line for a Hydra composition error: the key or option, the nearest valid one, and
+    what is valid."""
+    import re
 
     from nsae.config import group_options
 
@@ -202,18 +278,17 @@ def explain_hydra_error(err: Exception, argv: list[str] | None = None) -> str:
     if missing:
         group, option = missing.groups()
         options = re.findall(r"^\t(\S+)$", text.split("Config search path")[0], re.M)
-        return f"{group}={option} is not an option; valid: {', '.join(options) or '(none)'}"
+        hint = nearest(option, options)
+        return f"{group}={option} is not an option{hint}; valid: {', '.join(options) or '(none)'}"
     unknown = re.search(r"Could not override '([^']+)'", text) or re.search(
         r"Key '([^']+)' is not in struct", text
     )
     if unknown:
         key = unknown.group(1)
-        parent = key.rsplit(".", 1)[0] if "." in key else ""
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            base = compose("config")
-        node = OmegaConf.select(base, parent) if parent else base
-        keys = ", ".join(sorted(node.keys())) if isinstance(node, DictConfig) else "(none)"
-        where = f"under {parent}" if parent else "at the top level"
-        return f"{key} is not a config key; valid keys {where}: {keys} (+{key}=... adds a new key)"
+        return f"{key} is not a config key{nearest(key, known_keys())}; {valid_keys_at(key)}"
+    present = re.search(r"An item is already at '([^']+)'", text)
+    if present:
+        key = present.group(1)
+        return f"+{key}: {key} is already in the config; set it without +: {key}=..."
     first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
     return f"config: {first}"

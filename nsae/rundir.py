@@ -56,6 +56,24 @@ def flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+ASSET_MARK = "/nsae/assets/"  # in an absolute asset path of any checkout
+
+
+def relocate(value: Any) -> Any:
+    """Asset paths of another checkout (or `embedded:<name>`) as this checkout's; anything
+    else unchanged (recursively through dicts and lists)."""
+    if isinstance(value, dict):
+        return {k: relocate(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relocate(v) for v in value]
+    if isinstance(value, str):
+        if value.startswith("embedded:"):
+            return str(ASSETS / value[len("embedded:") :])
+        if ASSET_MARK in value and not Path(value).exists():
+            return str(ASSETS / value.rsplit(ASSET_MARK, 1)[1])
+    return value
+
+
 def display_path(value: Any) -> Any:
     """A path inside nsae's shipped assets as `embedded:<name>` (the same on every machine);
     anything else unchanged."""

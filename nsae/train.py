@@ -27,7 +27,7 @@ from nsae.errors import WorkersInterrupted
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     """One job, as Hydra's launcher hands it over."""
-    from nsae.console import quiet_dependencies
+    from nsae.console import quiet_dependencies, tag_jobs
     from nsae.job import run_and_report
     from nsae.launchers import kind_of
     from nsae.rundir import RunDir
@@ -43,7 +43,9 @@ def main(cfg: DictConfig) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if sweep_stop_requested():
             raise WorkersInterrupted(f"{run_dir.name}: not started, the sweep was interrupted")
-    run_and_report(cfg, RunDir(run_dir), hc.mode == RunMode.MULTIRUN, hc.job.name, in_worker)
+    multirun = hc.mode == RunMode.MULTIRUN
+    with tag_jobs(hc.job.num if multirun else None):  # in a sweep, each line names its job
+        run_and_report(cfg, RunDir(run_dir), multirun, hc.job.name, in_worker)
 
 
 if __name__ == "__main__":

@@ -114,11 +114,38 @@ BAD_INPUTS = [
         "data.context_size=4096",
         "data.context_size=4096 exceeds the model's maximum positions; valid: 1..128",
     ),
-    # Hydra's own errors, as one nsae line
+    (
+        "sae_type=normalised",
+        f"sae_type=normalised is not an option (did you mean "
+        f"normalized_sae?); valid: {SAE_OPTIONS}",
+    ),
+    # Hydra's own errors, as one nsae line, with the nearest valid key
     (
         "optim.lrr=1",
-        "optim.lrr is not a config key; valid keys under optim: betas, decay, lr, "
-        "min_lr_ratio, warmup_steps (+optim.lrr=... adds a new key)",
+        "optim.lrr is not a config key (did you mean optim.lr?); valid keys under optim: "
+        "betas, decay, lr, min_lr_ratio, warmup_steps",
+    ),
+    (
+        "sae_typ=none",
+        "sae_typ is not a config key (did you mean sae_type?); valid keys at the top level: "
+        "baseline, coeff, console, data, debug, experiment, logger, loss, metrics, "
+        "normalization_method, optim, resume, sae, sae_type, seed, source, trainer",
+    ),
+    ("+optim.lr=1", "+optim.lr: optim.lr is already in the config; set it without +: optim.lr=..."),
+    # a key added with + that nsae never reads is refused (++ adds any key)
+    (
+        "+optim.lrr=1",
+        "+optim.lrr: nsae never reads optim.lrr (did you mean optim.lr?); ++optim.lrr=... adds "
+        "it anyway (for a key that your own config or a plugin reads)",
+    ),
+    (
+        "+sae.kk=3",
+        "+sae.kk: nsae never reads sae.kk (did you mean sae.k?); ++sae.kk=... adds it anyway "
+        "(for a key that your own config or a plugin reads)",
+    ),
+    (
+        "console.progress_every_s=0",
+        "console.progress_every_s=0 is out of range; valid: a number > 0",
     ),
     # data
     (
@@ -182,6 +209,52 @@ def test_bad_input_is_one_line(override: str, expected: str, tmp_path, cli) -> N
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines == [f"nsae: error: {expected}"]
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no run dir, no cache
+
+
+@pytest.mark.parametrize(
+    ("blocked", "args", "expected"),
+    [
+        (
+            "sae_lens",
+            ["source=synthetic", "debug=fast"],
+            "source.kind=synthetic needs nsae's saelens extra (sae_lens is not installed): "
+            'pip install -e ".[saelens]"',
+        ),
+        (
+            "hydra_plugins.hydra_submitit_launcher",
+            ["-m", "hydra/launcher=slurm", "seed=0,1"],
+            "hydra/launcher=slurm needs nsae's slurm extra (hydra_plugins.hydra_submitit_launcher "
+            'is not installed): pip install -e ".[slurm]"',
+        ),
+    ],
+)
+def test_a_missing_extra_is_named_before_anything_is_written(
+    blocked: str, args: list[str], expected: str, tmp_path: Path
+) -> None:
+    """Without an optional extra (made unimportable here by a sitecustomize that blocks
+    it), the command exits 2 with one line naming the extra and its install command, and
+    writes nothing."""
+    import os
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(f"import sys\nsys.modules[{blocked!r}] = None\n")
+    out = tmp_path / "out"
+    where = "hydra.sweep.dir" if "-m" in args else "hydra.run.dir"
+    env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "nsae.train", *args, f"{where}={out}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == [f"nsae: error: {expected}"]
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["site"]
 
 
 def test_memory_and_accelerator_are_checked_before_anything_runs() -> None:

@@ -71,8 +71,8 @@ def test_asset_paths_compare_as_embedded_names() -> None:
 def test_sweep_jobs_compose_as_hydra_names_them(tmp_path: Path) -> None:
     multirun, jobs, _ = compose_jobs(["-m", "experiment=nsae_grid", f"hydra.sweep.dir={tmp_path}"])
     assert multirun and len(jobs) == 12
-    assert jobs[0].run_dir == tmp_path / "0_none_none_alpha_alpha=2.0"
-    assert jobs[11].run_dir.name.startswith("11_normalized_sae_input_norm_squared_beta_")
+    assert jobs[0].run_dir == tmp_path / "0_relu_none_alpha=2.0_seed=0"
+    assert jobs[11].run_dir.name.startswith("11_normalized_sae_input_norm_squared_beta-alpha=")
 
 
 def test_every_bad_job_is_named_before_any_starts(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""Progress bars for long work: shown with a rate and an ETA on a terminal (a real
-pseudo-terminal here), and nothing at all when stderr is not a terminal."""
+"""Progress of long work: bars with a rate and an ETA on a terminal (a real pseudo-terminal
+here); elsewhere (a file, a pipe) a line every `console.progress_every_s` seconds and one
+at the end."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nsae.console import progress
 from nsae.data.cache import ActivationCache
+from nsae.progress import progress
 
 N_TOKENS = 300
 
@@ -72,19 +73,46 @@ def test_the_cache_build_shows_a_bar_on_a_terminal(terminal, tmp_path: Path) -> 
     assert "tokens/s" in out
 
 
-def test_no_bar_when_stderr_is_not_a_terminal(capsys, tmp_path: Path) -> None:
+def test_lines_not_bars_when_stderr_is_not_a_terminal(capsys, tmp_path: Path) -> None:
+    """Off a terminal: no bar; within the interval only the line that says the work is done
+    (count, time, rate), on stdout."""
     assert not sys.stderr.isatty()
     cache = ActivationCache(tmp_path, {"test": 1}, "float32")
     assert cache.ensure(lambda: iter(chunks_NLD()), N_TOKENS)
     with progress(10, "work") as bar:
         bar.update(10)
     captured = capsys.readouterr()
-    assert captured.err == "" and captured.out == ""
+    assert captured.err == ""
+    lines = captured.out.splitlines()
+    assert len(lines) == 2, lines
+    assert re.fullmatch(r"nsae: activation cache \(float32\): done, 300 tokens in 0:00:0\d "
+                        r"\([\d.]+k?M? tokens/s\)", lines[0]), lines  # fmt: skip
+    assert lines[1].startswith("nsae: work: done, 10 tokens in ")
     # the entry itself is unaffected: every row stored
     import numpy as np
 
     stored = np.load(cache.dir / "acts.npy")
     np.testing.assert_array_equal(stored, torch.cat(chunks_NLD()).numpy())
+
+
+def test_a_line_every_interval_off_a_terminal(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every `EVERY_S` seconds (a fake clock here) one line: count/total, percent, rate,
+    elapsed time and ETA, all computed from the clock."""
+    from nsae import progress as module
+
+    now = [100.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(module, "EVERY_S", 10.0)
+    with progress(400, "work", "steps") as bar:
+        for _ in range(4):
+            now[0] += 5.0  # 20 steps per 5 s: 4 steps/s
+            bar.update(20)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "nsae: work: 40/400 steps (10%)  4 steps/s  elapsed 0:00:10  ETA 0:01:30",
+        "nsae: work: 80/400 steps (20%)  4 steps/s  elapsed 0:00:20  ETA 0:01:20",
+        "nsae: work: done, 80 steps in 0:00:20 (4 steps/s)",
+    ]
 
 
 def test_no_bar_on_ranks_other_than_zero(terminal, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,15 +128,15 @@ def test_no_bar_on_ranks_other_than_zero(terminal, monkeypatch: pytest.MonkeyPat
 def test_lightning_bars_are_labelled_and_only_on_a_terminal(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The training run's bar (Lightning's): None when stdout is not a terminal; on one,
-    the validation and final-evaluation (splice) bars carry nsae's labels."""
-    from nsae.console import progress_bar
+    """The training run's progress: lines when stdout is not a terminal; on one, Lightning's
+    bar, whose validation and final-evaluation (splice) bars carry nsae's labels."""
+    from nsae.progress import ProgressLines, progress_callback
 
-    assert not sys.stdout.isatty() and progress_bar() is None
+    assert not sys.stdout.isatty() and isinstance(progress_callback(256), ProgressLines)
     master, slave = os.openpty()
     with open(slave, "w") as stream:
         monkeypatch.setattr(sys, "stdout", stream)
-        bar = progress_bar()
+        bar = progress_callback(256)
         monkeypatch.undo()
     os.close(master)
     assert bar is not None

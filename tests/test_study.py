@@ -1,6 +1,7 @@
-"""The study preset end to end, shrunk by `debug=study`: a real sweep of 3 seeds x 5
-coefficient scales x 2 SAE types, and a report that renders every section from it, each
-number traced to the metrics.json it came from."""
+"""The study preset end to end, as `experiment=nsae_study_mini` (the study's grid narrowed
+to 2 SAE types x 2 coefficient scales x 3 seeds = 12 jobs, each shrunk by `debug=study`): a
+real parallel sweep whose every output line names its job, and a report that renders every
+section from it, each number traced to the metrics.json it came from."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_grid_report import report, run_sweep
+from tests.conftest import run_cli
+from tests.test_grid_report import report
 
 pytestmark = pytest.mark.slow
 SECTIONS = (
@@ -28,27 +30,52 @@ VERDICT = "SUPPORTED|BETTER|CONTRADICTED|INCONCLUSIVE|NOT JUDGED"
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
+def sweep(tmp_path_factory) -> tuple[Path, str]:
     base = tmp_path_factory.mktemp("study")
-    run_sweep(
-        base / "sweep",
-        "experiment=nsae_study",
-        "debug=study",
-        "normalization_method=none",  # narrows the preset's grid to 2 x 5 x 3 = 30 jobs
-        "coeff=alpha",
+    proc = run_cli(
+        "-m",
+        "experiment=nsae_study_mini",
         "logger=csv",
         f"data.cache_dir={base / 'cache'}",
+        f"hydra.sweep.dir={base / 'sweep'}",
+        timeout=1500,
     )
-    return base / "sweep"
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return base / "sweep", proc.stdout
+
+
+@pytest.fixture(scope="module")
+def study(sweep: tuple[Path, str]) -> Path:
+    return sweep[0]
 
 
 def test_the_study_sweep_has_every_seed_and_scale(study: Path) -> None:
     summaries = [json.loads(p.read_text()) for p in study.glob("*/metrics.json")]
-    assert len(summaries) == 30
+    assert len(summaries) == 12
     cells = {(s["condition"]["sae_type"], s["condition"]["scale"]) for s in summaries}
-    assert len(cells) == 10
+    assert len(cells) == 4
     assert {s["seed"] for s in summaries} == {0, 1, 2}
     assert all(s["provenance"]["epochs"] <= 2 for s in summaries)  # no token seen > twice
+    names = sorted(p.parent.name for p in study.glob("*/metrics.json"))
+    assert "0_relu_none_alpha=1.0_seed=0" in names  # condition and seed, each word once
+
+
+def test_every_line_of_the_sweep_names_its_job(sweep: tuple[Path, str]) -> None:
+    """Under the parallel launcher every line a job prints starts with its job number; the
+    sweep's own lines (Hydra's, the summary) do not; joblib's repr line is gone; the
+    accelerator banner is printed once per worker process, not once per job."""
+    study, out = sweep
+    own = ("[20", "nsae: sweep:", "nsae: report:")  # Hydra's timestamped lines, the summary
+    lines = [line for line in out.splitlines() if line.strip()]
+    tagged = [line for line in lines if line.startswith("[job ")]
+    assert all(line.startswith(("[job ", *own)) for line in lines), lines
+    for num in range(12):
+        mine = [line for line in tagged if line.startswith(f"[job {num}] ")]
+        assert any(line.startswith(f"[job {num}] run dir: {study}/{num}_") for line in mine)
+        assert f"[job {num}] nsae: note: a debug preset's run" in "\n".join(mine)
+    assert "Joblib.Parallel(" not in out
+    assert sum("GPU available:" in line for line in lines) <= 2  # two worker processes
+    assert lines[-1] == f"nsae: report: python -m nsae.report {study}"
 
 
 def test_the_report_renders_every_section_from_the_runs(study: Path) -> None:
@@ -76,4 +103,4 @@ def test_the_report_renders_every_section_from_the_runs(study: Path) -> None:
         assert cell["metrics"]["l0"]["n"] == 3
         assert cell["metrics"]["l0"]["mean"] == pytest.approx(sum(l0s) / 3)
         traced += 1
-    assert traced == 10
+    assert traced == 4

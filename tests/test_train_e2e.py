@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -37,14 +39,59 @@ def train_losses(run_dir: Path) -> list[float]:
         return [float(r["train/loss"]) for r in csv.DictReader(fh) if r.get("train/loss")]
 
 
+EVERY_S = 2  # console.progress_every_s in these runs
+OUTPUT: dict[str, str] = {}  # each run's stdout (a pipe, not a terminal)
+
+
 @pytest.fixture(scope="module", params=["none", "normalized_sae"])
 def finished_run(request, tmp_path_factory) -> tuple[str, Path]:
     from tests.conftest import run_cli
 
     run_dir = tmp_path_factory.mktemp(request.param) / "run"
-    proc = run_cli(f"sae_type={request.param}", "debug=fast", f"hydra.run.dir={run_dir}")
+    proc = run_cli(
+        f"sae_type={request.param}",
+        "debug=fast",
+        f"console.progress_every_s={EVERY_S}",
+        f"hydra.run.dir={run_dir}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    OUTPUT[request.param] = proc.stdout
     return request.param, run_dir
+
+
+def seconds(clock: str) -> int:
+    h, m, s = map(int, clock.split(":"))
+    return 3600 * h + 60 * m + s
+
+
+def test_progress_lines_off_a_terminal_and_a_useful_last_word(finished_run) -> None:
+    """stdout is a pipe: no bars, but a training line every EVERY_S seconds with step/total,
+    rate, elapsed time, ETA, training L0 and explained variance; a line when training ends;
+    then the run directory, the headline metrics of metrics.json and the debug note."""
+    sae_type, run_dir = finished_run
+    out = OUTPUT[sae_type]
+    pattern = (
+        r"^nsae: train: (\d+)/40 steps \(\d+%\)  [\d.]+ steps/s  elapsed (\d:\d\d:\d\d)  "
+        r"ETA (\d:\d\d:\d\d)  [\d.]+k? tokens/s  l0=[\d.]+  explained_variance=-?[\d.]+$"
+    )
+    found = re.findall(pattern, out, re.M)
+    assert found, out
+    steps = [int(step) for step, _, _ in found]
+    elapsed = [seconds(e) for _, e, _ in found]
+    assert steps == sorted(steps) and all(0 < s < 40 for s in steps)
+    # one line per interval: consecutive lines at least EVERY_S apart (whole seconds shown)
+    assert all(b - a >= EVERY_S - 1 for a, b in itertools.pairwise(elapsed))
+    assert re.search(r"^nsae: train: done, 40 steps in \d:\d\d:\d\d$", out, re.M)
+    assert "\r" not in out and "it/s]" not in out  # no progress bar
+    summary = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    lines = out.splitlines()
+    assert lines[-3] == f"run dir: {run_dir}"
+    expected = "  ".join(
+        f"{k}={summary[k]['mean']:.4g}"
+        for k in ("l0", "explained_variance", "reconstruction_score", "kl")
+    )
+    assert lines[-2] == expected
+    assert lines[-1] == "nsae: note: a debug preset's run: these numbers are for testing only"
 
 
 def test_run_directory_contents(finished_run) -> None:

@@ -27,7 +27,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nsae.console import progress
 from nsae.data.cache import ActivationCache
 from nsae.data.contexts import (
     PACKING_RULE,
@@ -41,6 +40,7 @@ from nsae.data.fingerprint import source_fingerprint
 from nsae.data.fixed import FixedInputs
 from nsae.data.source import Harvester, configured_source
 from nsae.data.synthetic import SyntheticSource
+from nsae.progress import progress
 
 # What the evaluation stores with the fixed inputs: (LM, ids [B, T]) -> {name: [L, B, ...]}
 FixedExtras = Callable[[Any, Tensor], dict[str, Tensor]]

@@ -32,7 +32,7 @@ import os
 import shutil
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nsae.console import progress
 from nsae.errors import NsaeError
+from nsae.progress import progress
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 2
@@ -55,7 +55,7 @@ def cache_key(fields: dict[str, Any]) -> str:
 
 
 @contextmanager
-def _locked(path: Path, wait: bool = True) -> Iterator[bool]:
+def locked(path: Path, wait: bool = True) -> Iterator[bool]:
     """Hold an exclusive lock on `path`; with wait=False yield False at once if it is held."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
@@ -70,13 +70,19 @@ def _locked(path: Path, wait: bool = True) -> Iterator[bool]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def mark_used(root: Path, key: str) -> None:
+    """`<key>.used`'s time is when a job last used the entry (`python -m nsae.cache`)."""
+    with suppress(OSError):  # a read-only shared cache: its entries' use goes unrecorded
+        (root / f"{key}.used").touch()
+
+
 def remove_orphans(root: Path, held_key: str | None = None) -> list[Path]:
     """Remove partial builds (`<key>.tmp-*`) whose key's lock nobody holds (or whose key is
     `held_key`, the lock the caller holds); return them."""
     removed = []
     for tmp in sorted(root.glob("*.tmp-*")):
         key = tmp.name.split(".tmp-")[0]
-        with _locked(root / f"{key}.lock", wait=False) as free:
+        with locked(root / f"{key}.lock", wait=False) as free:
             if (free or key == held_key) and tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
                 removed.append(tmp)
@@ -109,11 +115,13 @@ class ActivationCache:
         True if this call built it. `row_values` (L x D) lets it check the free disk first."""
         if self.complete:
             self.check()
+            mark_used(self.root, self.key)
             return False
         self.root.mkdir(parents=True, exist_ok=True)
-        with _locked(self.root / f"{self.key}.lock"):
+        with locked(self.root / f"{self.key}.lock"):
             if self.complete:  # another job built it while we waited
                 self.check()
+                mark_used(self.root, self.key)
                 return False
             self._check_disk(n_tokens * row_values)
             remove_orphans(self.root, held_key=self.key)
@@ -142,6 +150,7 @@ class ActivationCache:
             for f in tmp.iterdir():
                 f.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
             tmp.rename(self.dir)
+            mark_used(self.root, self.key)
             return True
 
     def _write(self, chunks: Iterable[Tensor], n_tokens: int, tmp: Path, dtype: str) -> int | None:

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nsae.data.cache import _locked, cache_key
+from nsae.data.cache import cache_key, locked, mark_used
 from nsae.errors import NsaeError
 
 FORMAT_VERSION = 1
@@ -56,10 +56,11 @@ class FixedInputs:
     def load_or_build(self, build: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
         if not self.path.is_file():
             self.dir.mkdir(parents=True, exist_ok=True)
-            with _locked(self.dir / f"{self.key}.lock"):
+            with locked(self.dir / f"{self.key}.lock"):
                 if not self.path.is_file():  # nobody built it while we waited
                     self._write(build())
                     self.built = True
+        mark_used(self.dir, self.key)
         return self._read()
 
     def _write(self, tensors: dict[str, Tensor]) -> None:

@@ -102,6 +102,7 @@ def build(section: Section, ctx: Ctx) -> list[Block]:
                     fmt(rec["nn_max_cos_median"]),
                     fmt(rec["nn_max_cos_frac_above_0.9"]),
                     str(n_aligned),
+                    run.rel,
                 ]
             )
     blocks = ctx.part(
@@ -118,7 +119,10 @@ def build(section: Section, ctx: Ctx) -> list[Block]:
             "constraint), so they are not plotted."
             if unit_norm
             else ""
-        ),
+        )
+        + " Every feature of a run, one by one (top contexts, the tokens it promotes, its "
+        "nearest neighbours; two runs' features paired): `python -m nsae.features <run "
+        "directory>`, for the run directory of the table's last column.",
     )
     if rows:
         blocks.append(
@@ -131,6 +135,7 @@ def build(section: Section, ctx: Ctx) -> list[Block]:
                     "NN max |cos| median",
                     "NN max |cos| > 0.9",
                     f"cos(b_dec) > {ALIGNED}",
+                    "run directory",
                 ],
                 rows,
             )
