@@ -20,9 +20,10 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, run_cli
+from tests.test_report_browser import BROWSER, chromium
 
 pytestmark = pytest.mark.slow
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
@@ -154,20 +155,8 @@ window.addEventListener("load", () => {
 
 
 def dump_dom(uri: str, profile: Path) -> str:
-    cmd = [
-        str(BROWSER),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={profile}",
-        "--virtual-time-budget=10000",
-        "--dump-dom",
-        uri,
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
+    """The page's DOM after its scripts ran (the report's browser test drives Chromium)."""
+    return chromium("--virtual-time-budget=10000", "--dump-dom", uri, profile=profile)
 
 
 @pytest.mark.skipif(

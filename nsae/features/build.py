@@ -66,7 +66,7 @@ def collect(stream: LMStream | SyntheticStream, jobs: list[LayerJob], opt: Optio
     widest = max(job.sae.n_features for job in jobs)
     T = stream.context_size if isinstance(stream, LMStream) else stream.batch_tokens
     per_batch = contexts_per_batch(widest, T)
-    bar = progress(stream.total, "nsae.features", "tokens")
+    bar = progress(stream.total, "features", "tokens")
     first = 0
     for batch in stream.batches(per_batch):
         C, T, _, D = batch.x_CTLD.shape
