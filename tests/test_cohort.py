@@ -5,6 +5,7 @@ would write alone."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -232,6 +233,11 @@ def test_each_banked_job_equals_the_same_job_run_alone(cli, tmp_path: Path) -> N
     assert bank.returncode == 0, bank.stderr[-3000:]
     assert "nsae: cohort 1/1 (4 jobs): jobs 0, 1, 2, 3" in bank.stdout
     assert "nsae: sweep: 4 finished, 0 skipped, 0 failed" in bank.stdout
+    # each job's lines (its own prints and its log records) start with its job number
+    for num in range(4):
+        assert re.search(rf"^\[job {num}\] run dir: {tmp_path}/bank/{num}_", bank.stdout, re.M)
+        assert re.search(rf"^\[job {num}\] .*final evaluation: ", bank.stdout, re.M)
+    assert not re.search(r"^(run dir:|l0=)", bank.stdout, re.M)  # none untagged
     runs = sorted(p.name for p in (tmp_path / "alone").iterdir() if p.is_dir())
     assert len(runs) == 4
     assert runs == sorted(p.name for p in (tmp_path / "bank").iterdir() if p.is_dir())
