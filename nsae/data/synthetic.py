@@ -46,6 +46,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from nsae import rng
+from nsae.data.massive import Massive
 from nsae.errors import NsaeError
 
 TOKEN_NORM_KINDS = ("none", "lognormal", "mixture")
@@ -127,6 +128,7 @@ class SyntheticBatch:
     x_NLD: Tensor
     f_NLF: Tensor | None  # true feature activations, scaled like x (None: not requested)
     s_N: Tensor  # the token norm factor s_t
+    massive_N: Tensor | None = None  # which tokens carry the massive directions (if any)
 
 
 class SyntheticSource:
@@ -166,9 +168,28 @@ class SyntheticSource:
             except (TypeError, ValueError, KeyError) as err:
                 raise NsaeError(f"source.model: {err}") from None
             self.models.append(synthetic.SyntheticModel(model_cfg, device=str(self.device)))
-        self.n_features_true = self.models[0].cfg.num_features
         self.dict_LFD = torch.stack([m.feature_dict.feature_vectors.detach() for m in self.models])
         self.bias_LD = torch.stack([m.feature_dict.bias.detach() for m in self.models])
+        self.massive = Massive(**(_plain(cfg.get("massive")) or {}))
+        if self.massive.on:  # (nsae.data.massive) true features of their own, appended
+            self.typical_L = self._typical_norms(base_seed)
+            rows_LMD = self.massive.directions(self.d_model, base_seed, len(self.layers))
+            self.dict_LFD = torch.cat([self.dict_LFD, rows_LMD.to(self.dict_LFD)], dim=1)
+        self.n_features_true = self.dict_LFD.shape[1]
+
+    @torch.no_grad()
+    def _typical_norms(self, seed: int) -> Tensor:
+        """Each layer's median ||x|| before the premise, on a fixed calibration sample."""
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with rng.GLOBAL_LOCK, torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(stream_seed(seed, "massive-calibration", 0))
+            norms = [
+                (m.activation_generator.sample(4096) @ self.dict_LFD[j] + self.bias_LD[j])
+                .norm(dim=-1)
+                .median()
+                for j, m in enumerate(self.models)
+            ]
+        return torch.stack(norms)
 
     # -- sampling ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -183,12 +204,21 @@ class SyntheticSource:
             g_LNF = [m.activation_generator.sample(n_tokens) for m in self.models]
             l0_N = sum(((g > 0).sum(-1) for g in g_LNF), torch.zeros((), device=self.device))
             s_N = self.token_norm.sample(l0_N)
+            carriers_N = self.massive.carriers(n_tokens, self.device) if self.massive.on else None
         scale_NL = s_N[:, None] * self.layer_scale_L  # s_t s_l
         bias_scale_NL = scale_NL if self.token_norm.scales_bias else self.layer_scale_L[None]
-        x_NLD = torch.stack([g @ self.dict_LFD[j] for j, g in enumerate(g_LNF)], dim=1)
+        x_NLD = torch.stack(
+            [g @ self.dict_LFD[j, : g.shape[-1]] for j, g in enumerate(g_LNF)], dim=1
+        )
         x_NLD = scale_NL[..., None] * x_NLD + bias_scale_NL[..., None] * self.bias_LD
         f_NLF = torch.stack(g_LNF, dim=1) * scale_NL[..., None] if with_features else None
-        return SyntheticBatch(x_NLD, f_NLF, s_N)
+        if carriers_N is not None:
+            amplitude_L = self.massive.magnitude * self.typical_L * self.layer_scale_L
+            m_NLM = self.massive.activations(carriers_N, amplitude_L)
+            rows_LMD = self.dict_LFD[:, -self.massive.n_directions :]
+            x_NLD = x_NLD + torch.einsum("nlm,lmd->nld", m_NLM, rows_LMD)
+            f_NLF = None if f_NLF is None else torch.cat([f_NLF, m_NLM], dim=-1)
+        return SyntheticBatch(x_NLD, f_NLF, s_N, carriers_N)
 
     def _pieces(self, n_tokens: int, stream: str) -> Tensor:
         """x [n, L, D] of a stream's first n tokens, drawn chunk_tokens at a time."""
@@ -230,7 +260,7 @@ class SyntheticSource:
     # -- persistence -------------------------------------------------------------------------
     def premise(self) -> dict[str, Any]:
         """The norm premise applied on top of the models, as saved with them."""
-        return {
+        found = {
             "token_norm": asdict(self.token_norm),
             "layer_growth": float(self.cfg.get("layer_growth", 1.0)),
             "layer_scale": {
@@ -239,6 +269,16 @@ class SyntheticSource:
             },
             "stream_seed": self.seed,
         }
+        if self.massive.on:
+            seed = int(self.cfg.model.get("seed") or 0)
+            found["massive"] = {
+                **asdict(self.massive),
+                "dims": self.massive.dims(self.d_model, seed).tolist(),
+                "typical_norm": dict(
+                    zip([f"layer_{i}" for i in self.layers], self.typical_L.tolist(), strict=True)
+                ),
+            }
+        return found
 
     def save(self, root: Path) -> None:
         """<root>/layer_<i>/ (SyntheticModel.save: its config, dictionary, bias and firing
