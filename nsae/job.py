@@ -8,6 +8,7 @@ checkpoint) is resolved once, in `Job.resolve`, and passed down.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -136,7 +137,6 @@ def fit_and_evaluate(job: Job, callbacks: list | None, share: Any = None) -> dic
 
     from nsae.data.datamodule import ActivationDataModule
     from nsae.evaluation import zero_ablation
-    from nsae.export import export_saes
     from nsae.interrupt import GracefulStop
     from nsae.loggers import build_loggers
     from nsae.module import SAEModule
@@ -210,6 +210,28 @@ def fit_and_evaluate(job: Job, callbacks: list | None, share: Any = None) -> dic
     summary = summarize(cfg, trainer, module, dm, job.layers, job.k, eval_seconds)
     if dm.synthetic is not None:  # the ground truth travels with the run
         dm.synthetic.save(rd.synthetic)
+    try:
+        export_results(rd, sae, job, module, summary)
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        then = (  # the run is not marked finished: what is lost is the final evaluation
+            f"finish the run with resume=true hydra.run.dir={rd.path}"
+            if rd.checkpoint.is_file()
+            else "re-run the command"
+        )
+        raise NsaeError(
+            f"no space left on device while writing the results into {rd.path}; free some "
+            f"space, then {then}"
+        ) from None
+    return summary
+
+
+def export_results(rd: RunDir, sae: Any, job: Job, module: Any, summary: dict[str, Any]) -> None:
+    """The exported SAEs, then metrics.json, which marks the run finished."""
+    from nsae.export import export_saes
+
+    cfg = job.cfg
     export_saes(
         sae,
         job.layers,
@@ -225,7 +247,6 @@ def fit_and_evaluate(job: Job, callbacks: list | None, share: Any = None) -> dic
         overwrite=True,  # RunDir.plan let only this job's own (unfinished) files be here
     )
     rd.write(rd.metrics, summary)
-    return summary
 
 
 # a run's last word: README's headline metrics, then a synthetic source's ground truth

@@ -285,6 +285,8 @@ def explain_hydra_error(err: Exception, argv: list[str] | None = None) -> str:
     )
     if unknown:
         key = unknown.group(1)
+        if key in known_keys():  # a key of nsae's, absent from this command's config
+            return absent_key(key, argv or [])
         return f"{key} is not a config key{nearest(key, known_keys())}; {valid_keys_at(key)}"
     present = re.search(r"An item is already at '([^']+)'", text)
     if present:
@@ -292,3 +294,22 @@ def explain_hydra_error(err: Exception, argv: list[str] | None = None) -> str:
         return f"+{key}: {key} is already in the config; set it without +: {key}=..."
     first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
     return f"config: {first}"
+
+
+def absent_key(key: str, argv: list[str]) -> str:
+    """One line for a key that nsae knows but this command's config lacks: a `~` earlier in
+    the command removed it, a group outside the defaults list, or a key that only some
+    options of a group set."""
+    from nsae.config import group_options
+
+    for arg in argv:
+        removed = arg[1:].split("=", 1)[0] if arg.startswith("~") else None
+        if removed and (key == removed or key.startswith(removed + ".")):
+            return f"{key}: {arg} earlier in the command removed it; valid: one of the two"
+    if (CONF_DIR / key).is_dir():
+        valid = ", ".join(group_options(key))
+        return f"{key} is not in the defaults list; add it with +{key}=<option>; valid: {valid}"
+    return (
+        f"{key} is not set by this command's options (only some options of a group set it); "
+        f"add it with +{key}=... or choose an option that sets it"
+    )

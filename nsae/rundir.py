@@ -173,8 +173,17 @@ class RunDir:
             return None
         import torch
 
-        ckpt = torch.load(self.checkpoint, map_location="cpu", weights_only=False, mmap=True)
-        return int(ckpt["global_step"])
+        try:
+            ckpt = torch.load(self.checkpoint, map_location="cpu", weights_only=False, mmap=True)
+            return int(ckpt["global_step"])
+        except Exception as err:  # random bytes, a truncated file, another kind of file
+            os_reason = isinstance(err, OSError) and err.strerror
+            reason = err.strerror if os_reason else "not a checkpoint"
+            raise NsaeError(
+                f"checkpoint {self.checkpoint} is unreadable ({reason}), so the run cannot be "
+                "resumed; delete it and re-run without resume=true to start over, or choose "
+                "another hydra.run.dir"
+            ) from None
 
     # -- a new job's plan for it ------------------------------------------------------------
     def plan(self, resolved: dict[str, Any], multirun: bool, resume: bool) -> Plan:
@@ -213,6 +222,7 @@ class RunDir:
                 f"the checkpoint in {self.path} was written under another configuration "
                 f"(differs in {', '.join(changed[:6])}); choose another run directory"
             )
+        self.checkpoint_step()  # readable, or one line before anything is written
         if multirun or resume or int(os.environ.get("SLURM_RESTART_COUNT", 0)) > 0:
             return "resume"
         raise NsaeError(

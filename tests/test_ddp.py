@@ -33,7 +33,7 @@ def test_multirun_gives_each_job_one_dir_ranks_and_wandb_run(tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     # Children that re-ran the sweep would have added job directories or nested sweeps.
-    assert [p.name.split("_")[1] for p in jobs] == ["none", "normalized"]
+    assert [p.name.split("_")[1] for p in jobs] == ["relu", "normalized"]
     assert sorted(p.parent for p in sweep.rglob("metrics.json")) == jobs
     assert sorted(p.parent for p in sweep.rglob("config.yaml") if p.parent.parent == sweep) == jobs
     for job in jobs:

@@ -75,13 +75,14 @@ def test_grid_runs_twelve_conditions_one_dir_each(grid: Path) -> None:
     }
     assert len(conditions) == 10
     skipped = sorted(grid.glob("*/skipped.json"))
-    assert sorted(p.parent.name.split("_beta_")[0].split("_", 1)[1] for p in skipped) == [
-        "none_input_norm",
+    assert sorted(p.parent.name.split("_beta-alpha=")[0].split("_", 1)[1] for p in skipped) == [
         "normalized_sae_input_norm_squared",
+        "relu_input_norm",
     ]
     for path in skipped:
         alpha_job = grid / json.loads(path.read_text())["same_as"]
-        assert "_alpha_" in alpha_job.name and (alpha_job / "metrics.json").is_file()
+        assert "_alpha=" in alpha_job.name and "beta" not in alpha_job.name
+        assert (alpha_job / "metrics.json").is_file()
 
 
 def test_one_activation_cache_for_the_whole_grid(grid: Path) -> None:
@@ -169,7 +170,7 @@ def test_report_marks_failed_and_corrupt_jobs(grid: Path, tmp_path: Path) -> Non
     copy = tmp_path / "sweep"
     shutil.copytree(grid, copy, ignore=shutil.ignore_patterns("wandb", "checkpoints"))
     # two trained jobs that no k = 0 beta cell borrows from
-    victims = [j for j in jobs(copy) if j.name.startswith(("0_none_none_", "1_none_none_"))]
+    victims = [j for j in jobs(copy) if j.name.startswith(("0_relu_none_", "1_relu_none_"))]
     assert len(victims) == 2
     (victims[0] / "metrics.json").unlink()  # a job that died
     (victims[1] / "metrics.json").write_text("{not json")  # a corrupt one

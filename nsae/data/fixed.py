@@ -79,9 +79,11 @@ class FixedInputs:
     def _read(self) -> dict[str, Tensor]:
         try:
             tensors = torch.load(self.path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError) as err:
+        except Exception as err:  # garbage, a truncated file: torch's own text misleads
+            os_reason = isinstance(err, OSError) and err.strerror
+            reason = err.strerror if os_reason else "not a torch file"
             raise NsaeError(
-                f"fixed inputs {self.path} are unreadable ({err}); delete the file to rebuild"
+                f"fixed inputs {self.path} are unreadable ({reason}); delete the file to rebuild"
             ) from None
         if not set(NAMES) <= set(tensors):
             raise NsaeError(f"fixed inputs {self.path} do not match their format; delete it")

@@ -25,9 +25,19 @@ PACKING_RULE = (
 )
 
 
+LOCAL_BUILDERS = ("text", "json", "csv", "parquet", "arrow", "pandas")  # `datasets` builders
+
+
 def check_data_files(data_files: Mapping[str, object] | None, builder: str = "text") -> None:
     """Every local data file must exist, be a readable non-empty file and, for the `text`
-    builder, be UTF-8 text (hub datasets and URLs are not checked here)."""
+    builder, be UTF-8 text (hub datasets and URLs are not checked here). A builder of local
+    files needs them (without, `datasets` would read the working directory)."""
+    if builder in LOCAL_BUILDERS and not data_files:
+        raise NsaeError(
+            f"data.path={builder} reads local files but data.data_files is empty; valid: "
+            "data.data_files.train=<file> and data.data_files.eval=<file>, or a hub dataset "
+            "name as data.path"
+        )
     for split, files in (data_files or {}).items():
         for f in [files] if isinstance(files, str) else list(files):  # type: ignore[arg-type]
             path = Path(str(f))
