@@ -152,7 +152,7 @@ def run_cohort(cohort: list[CohortJob], label: str) -> list[BaseException]:
 
     from nsae import rng
     from nsae.data.shared import CohortShare
-    from nsae.job import record_failure, run_and_report
+    from nsae.outcome import record_failure, run_and_report
     from nsae.progress import configure, progress
 
     share = CohortShare([str(j.run_dir) for j in cohort], max_lead(cohort[0].cfg))

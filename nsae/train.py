@@ -28,8 +28,8 @@ from nsae.errors import WorkersInterrupted
 def main(cfg: DictConfig) -> None:
     """One job, as Hydra's launcher hands it over."""
     from nsae.console import quiet_dependencies, tag_jobs
-    from nsae.job import run_and_report
     from nsae.launchers import kind_of
+    from nsae.outcome import run_and_report
     from nsae.rundir import RunDir
     from nsae.sweep import sweep_stop_requested
 

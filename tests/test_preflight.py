@@ -22,8 +22,10 @@ def write_run(run_dir: Path, cfg: dict, finished: bool, ckpt: bool = False) -> N
     if finished:
         (run_dir / "metrics.json").write_text("{}")
     if ckpt:
+        import torch
+
         (run_dir / "checkpoints").mkdir()
-        (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"x")
+        torch.save({"global_step": 5}, run_dir / "checkpoints" / "last.ckpt")
 
 
 def test_a_new_directory_is_new(tmp_path: Path) -> None:
