@@ -10,6 +10,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# a run of a few seconds: two steps, streamed from the LM (no activation cache)
+CHEAP = [
+    "debug=tiny",
+    "logger=none",
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=2",
+    "metrics.splice=false",
+    "data.cache=false",
+]
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run `python -m nsae.train ARGS` as a user would; return the finished process."""
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}

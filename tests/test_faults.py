@@ -16,19 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import CHEAP, ROOT, run_cli
 
 pytestmark = pytest.mark.slow
-
-# a run of a few seconds: two steps, streamed from the LM (no activation cache)
-CHEAP = [
-    "debug=tiny",
-    "logger=none",
-    "trainer.max_steps=2",
-    "trainer.val_check_interval=2",
-    "metrics.splice=false",
-    "data.cache=false",
-]
 
 
 def hashes(root: Path) -> dict[str, str]:

@@ -10,6 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import CHEAP
+
 pytestmark = pytest.mark.slow
 
 NOT_A_NUMBER = st.sampled_from(["abc", "[1,2]", "{a:1}", "true", "''", "1e", "--1"])
@@ -70,14 +72,6 @@ def test_any_bad_override_is_one_line_and_writes_nothing(cli, tmp_path: Path, ov
 # for sure (refused at preflight, in about a second); a command that may be valid trains a
 # tiny run (CHEAP), at most VALID_RUNS of them per test, so the file stays within minutes.
 
-CHEAP = [
-    "debug=tiny",
-    "logger=none",
-    "trainer.max_steps=2",
-    "trainer.val_check_interval=2",
-    "metrics.splice=false",
-    "data.cache=false",
-]
 PROTECTED = {"debug", "logger", "trainer", "metrics", "data", "hydra", "experiment", "source"}
 VALID_RUNS = 2
 SETTINGS = settings(
