@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import re
 from pathlib import Path
@@ -39,7 +38,8 @@ def train_losses(run_dir: Path) -> list[float]:
         return [float(r["train/loss"]) for r in csv.DictReader(fh) if r.get("train/loss")]
 
 
-EVERY_S = 2  # console.progress_every_s in these runs
+EVERY_S = 0.1  # console.progress_every_s in these runs (short: a fast machine trains 40
+# steps in about a second, and lines come only once an interval has passed)
 OUTPUT: dict[str, str] = {}  # each run's stdout (a pipe, not a terminal)
 
 
@@ -72,16 +72,16 @@ def test_progress_lines_off_a_terminal_and_a_useful_last_word(finished_run) -> N
     out = OUTPUT[sae_type]
     pattern = (
         r"^nsae: train: (\d+)/40 steps \(\d+%\)  [\d.]+ steps/s  elapsed (\d:\d\d:\d\d)  "
-        r"ETA (\d:\d\d:\d\d)  [\d.]+k? tokens/s  l0=[\d.]+  explained_variance=-?[\d.]+$"
+        r"ETA (\d:\d\d:\d\d)  [\d.]+[kMG]? tokens/s  l0=[\d.]+  explained_variance=-?[\d.]+$"
     )
     found = re.findall(pattern, out, re.M)
     assert found, out
     steps = [int(step) for step, _, _ in found]
-    elapsed = [seconds(e) for _, e, _ in found]
-    assert steps == sorted(steps) and all(0 < s < 40 for s in steps)
-    # one line per interval: consecutive lines at least EVERY_S apart (whole seconds shown)
-    assert all(b - a >= EVERY_S - 1 for a, b in itertools.pairwise(elapsed))
-    assert re.search(r"^nsae: train: done, 40 steps in \d:\d\d:\d\d$", out, re.M)
+    assert steps == sorted(steps) and all(0 < s <= 40 for s in steps)
+    done = re.search(r"^nsae: train: done, 40 steps in (\d:\d\d:\d\d)$", out, re.M)
+    assert done, out
+    # one line per interval, not one per step: at most (training time / interval) + 1 lines
+    assert len(found) <= (seconds(done.group(1)) + 1) / EVERY_S + 1
     assert "\r" not in out and "it/s]" not in out  # no progress bar
     summary = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     lines = out.splitlines()
