@@ -210,12 +210,13 @@ def test_pareto_subgrid_and_matched_l0(tmp_path: Path) -> None:
         "data.cache=false",
     )
     rep = report(sweep, "--wandb")
-    assert rep.returncode == 2  # offline: the W&B report is refused in one line, files written
-    assert (
-        rep.stderr.strip()
-        .splitlines()[-1]
-        .startswith("nsae.report: error: W&B Reports need an online W&B (WANDB_MODE=offline)")
-    )
+    assert rep.returncode == 2  # offline: the W&B report is refused in one line, before writing
+    assert rep.stderr.strip().splitlines() == [
+        "nsae.report: error: W&B Reports need an online W&B (WANDB_MODE=offline); nothing "
+        "written: unset WANDB_MODE, or drop --wandb"
+    ]
+    assert not (sweep / "report.md").exists() and not (sweep / "report_files").exists()
+    assert report(sweep).returncode == 0
     md = (sweep / "report.md").read_text()
     for png in ("pareto_explained_variance", "pareto_feature_suppression"):  # no splice: no KL
         assert (sweep / "report_files" / f"{png}.png").stat().st_size > 1000

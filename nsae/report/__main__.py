@@ -126,18 +126,23 @@ def run_table(runs: list[Run]) -> Table:
     return Table(["run directory", "status", "problem"], rows)
 
 
-def publish_wandb(md: Path) -> None:
+def check_wandb() -> None:
+    """--wandb's needs, checked before anything is written: an online W&B and the
+    wandb-workspaces package."""
     if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
         raise NsaeError(
-            f"W&B Reports need an online W&B (WANDB_MODE="
-            f"{os.environ['WANDB_MODE']}); wrote {md.name} and report.html only"
+            f"W&B Reports need an online W&B (WANDB_MODE={os.environ['WANDB_MODE']}); "
+            "nothing written: unset WANDB_MODE, or drop --wandb"
         )
-    try:
-        import wandb_workspaces.reports.v2 as wr
-    except ImportError:
-        raise NsaeError(
-            "--wandb needs the wandb-workspaces package: pip install wandb-workspaces"
-        ) from None
+    from nsae.checks import installed
+
+    if not installed("wandb_workspaces"):
+        raise NsaeError("--wandb needs the wandb-workspaces package: pip install wandb-workspaces")
+
+
+def publish_wandb(md: Path) -> None:
+    import wandb_workspaces.reports.v2 as wr
+
     report = wr.Report(
         project=os.environ.get("WANDB_PROJECT", "nsae"),
         title=f"nsae: {md.parent.name}",
@@ -154,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-figures", action="store_true", help="numbers only, no plots")
     args = parser.parse_args(argv)
     try:
+        if args.wandb and args.sweep_dir.is_dir():  # (a missing directory: build says so)
+            check_wandb()
         md, page, warnings = build(args.sweep_dir, figures=not args.no_figures)
         for w in warnings:
             print(f"nsae.report: warning: {w}", file=sys.stderr)
