@@ -59,6 +59,14 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
+def nearest(word: str, candidates: list[str]) -> str:
+    """` (did you mean X?)` for the closest candidate (difflib), or nothing."""
+    import difflib
+
+    found = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {found[0]}?)" if found else ""
+
+
 def check_group_choices(overrides: list[str]) -> None:
     """Reject `group=choice` overrides naming an option that has no YAML file."""
     for arg in overrides:
@@ -75,10 +83,7 @@ def check_group_choices(overrides: list[str]) -> None:
         options = group_options(group)
         for choice in value.split(","):
             if choice not in options and choice != "null":
-                import difflib
-
-                near = difflib.get_close_matches(choice, options, n=1, cutoff=0.6)
-                hint = f" (did you mean {near[0]}?)" if near else ""
+                hint = nearest(choice, options)
                 raise NsaeError(
                     f"{group}={choice} is not an option{hint}; valid: {', '.join(options)}"
                 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
+from nsae.config import nearest
 from nsae.constants import CONF_DIR
 from nsae.errors import NsaeError
 
@@ -62,14 +63,6 @@ def known_keys() -> list[str]:
         keys |= {group} if path.parent != CONF_DIR else set()
     keys |= {k.rsplit(".", i)[0] for k in list(keys) for i in range(1, k.count(".") + 1)}
     return sorted(k for k in keys if not k.startswith("hydra"))
-
-
-def nearest(word: str, candidates: list[str]) -> str:
-    """` (did you mean X?)` for the closest candidate (difflib), or nothing."""
-    import difflib
-
-    found = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
-    return f" (did you mean {found[0]}?)" if found else ""
 
 
 def valid_keys_at(key: str) -> str:
