@@ -76,14 +76,18 @@ def _split_argv(argv: list[str]) -> tuple[bool, list[str], str] | None:
 
 
 def _job_overrides(base: DictConfig, task: list[str], loader: Any) -> list[list[str]]:
-    """Every job of a sweep as its list of overrides, as Hydra's basic sweeper makes them."""
+    """Every job of a sweep as its list of overrides, as Hydra's basic sweeper (or nsae's,
+    with its `only`) makes them."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from nsae.sweep import restrict_axes
 
     params = OmegaConf.select(base, "hydra.sweeper.params") or {}
     args = [f"{k}={v}" for k, v in params.items()] + task
     parsed = OverridesParser.create(config_loader=loader).parse_overrides(args)
-    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    return restrict_axes(jobs, OmegaConf.select(base, "hydra.sweeper.only") or {})
 
 
 def compose_jobs(argv: list[str]) -> tuple[bool, list[JobCheck], str] | None:

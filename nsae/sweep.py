@@ -1,6 +1,7 @@
-"""How the jobs of a sweep ended (read from their run directories), and stopping a sweep
-whose jobs run in worker processes (hydra/launcher=parallel): the summary line, and Ctrl-C
-handled so that running jobs save their step and queued ones do not start."""
+"""The jobs of a sweep: axes that apply to some jobs only (hydra/sweeper=nsae), how the jobs
+ended (read from their run directories), and stopping a sweep whose jobs run in worker
+processes (hydra/launcher=parallel): the summary line, and Ctrl-C handled so that running
+jobs save their step and queued ones do not start."""
 
 from __future__ import annotations
 
@@ -9,9 +10,49 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from nsae.errors import NsaeError
 from nsae.rundir import Outcome, Plan, RunDir
+
+
+def restrict_axes(jobs: list[list[str]], only: Mapping[str, Any]) -> list[list[str]]:
+    """The jobs of a cartesian product (each a list of `key=value` overrides) with each axis
+    of `only` kept only in the jobs that hold all of its condition's overrides: in every
+    other job the axis' override is dropped, and the jobs that thereby become equal run
+    once (the first, in the product's order)."""
+    conditions: dict[str, set[str]] = {}
+    for axis, cond in only.items():
+        cond = [cond] if isinstance(cond, str) else list(cond)
+        bad = [c for c in cond if "=" not in str(c)]
+        if bad:
+            raise NsaeError(
+                f"hydra.sweeper.only.{axis}: {bad[0]!r} is not an override; valid: a list of "
+                "key=value overrides a job must have for the axis to apply, e.g. "
+                "[sae_type=normalized_sae]"
+            )
+        conditions[axis] = {str(c) for c in cond}
+    keys = {o.split("=", 1)[0].lstrip("+~") for job in jobs for o in job}
+    unknown = sorted(set(conditions) - keys)
+    if jobs and unknown:
+        raise NsaeError(
+            f"hydra.sweeper.only names {unknown[0]!r}, which the sweep does not set; valid: "
+            + ", ".join(sorted(keys))
+        )
+    out: list[list[str]] = []
+    seen: set[tuple[str, ...]] = set()
+    for job in jobs:
+        kept = [o for o in job if _applies(o, job, conditions)]
+        if tuple(kept) not in seen:
+            seen.add(tuple(kept))
+            out.append(kept)
+    return out
+
+
+def _applies(override: str, job: Sequence[str], conditions: dict[str, set[str]]) -> bool:
+    cond = conditions.get(override.split("=", 1)[0].lstrip("+~"))
+    return cond is None or cond <= set(job)
 
 
 def stop_marker(sweep_pid: int | str) -> Path:

@@ -1,5 +1,6 @@
-"""The shipped SAE data (nsae/assets/kjv): the whole corpus, eval = every tenth chapter,
-no evaluation context anywhere in train, both splits spanning Genesis to Revelation."""
+"""The shipped SAE data (nsae/assets/kjv): the whole corpus, eval and validation each every
+tenth chapter, no evaluation or validation context anywhere in train (nor one in the other),
+every split spanning Genesis to Revelation."""
 
 from __future__ import annotations
 
@@ -43,17 +44,21 @@ def script(name: str):
         sys.path.pop(0)
 
 
-def test_no_eval_context_occurs_in_train() -> None:
-    train, held = token_stream(split_lines("train")), token_stream(split_lines("eval"))
-    assert len(train) > 900_000 and len(held) > 80_000  # the whole corpus, 9:1
+@pytest.mark.parametrize(
+    ("held_split", "other_split"), [("eval", "train"), ("validation", "train"), ("eval", "validation")]
+)
+def test_no_held_out_context_occurs_in_another_split(held_split: str, other_split: str) -> None:
+    other, held = token_stream(split_lines(other_split)), token_stream(split_lines(held_split))
+    assert len(held) > 80_000  # a tenth of the corpus
+    assert other_split != "train" or len(other) > 800_000  # the whole corpus, 8:1:1
     body = T - 1  # a context is BOS + 127 packed tokens
-    train_windows = set(windows(train, body))  # at every offset, not just context starts
-    eval_contexts = windows(held, body, stride=body)
-    assert len(eval_contexts) > 600
-    assert not any(h in train_windows for h in eval_contexts)
+    other_windows = set(windows(other, body))  # at every offset, not just context starts
+    held_contexts = windows(held, body, stride=body)
+    assert len(held_contexts) > 600
+    assert not any(h in other_windows for h in held_contexts)
     # Shorter runs are shared only by the corpus' parallel passages (e.g. Psalm 14 / 53).
-    train32 = set(windows(train, 32))
-    shared = np.mean([h in train32 for h in windows(held, 32)])
+    other32 = set(windows(other, 32))
+    shared = np.mean([h in other32 for h in windows(held, 32)])
     assert shared < 0.005
 
 
@@ -67,16 +72,22 @@ def test_both_splits_span_the_corpus_in_order() -> None:
     assert train[0] == "In the beginning God created the heaven and the earth."
     assert train[-1].startswith("And there shall in no wise enter into it")  # Rev 21:27
     assert not set(held) & {train[0], train[-1]}
-    assert len(train) > 9 * len(held) * 0.9
+    assert len(train) > 8 * len(held) * 0.9
+    validation = split_lines("validation")
+    assert validation[0].startswith("This is the book of the generations of Adam")  # Gen 5:1
+    assert validation[-1].startswith("And the woman which thou sawest is that great city")
+    assert not set(validation) & {held[0], train[0], train[-1]}
 
 
 def test_split_rule_every_tenth_chapter() -> None:
     make = script("make_sae_data")
     chapters = [[f"c{i} v{j}" for j in range(2)] for i in range(25)]
     chapters[3].append("Samuel 2")  # a numbered book's heading, parsed as a verse
-    train, held = make.sae_split(chapters)
-    assert held == ["c9 v0", "c9 v1", "c19 v0", "c19 v1"]
-    assert train == [f"c{i} v{j}" for i in range(25) if i % 10 != 9 for j in range(2)]
+    splits = make.sae_split(chapters)
+    assert splits["eval"] == ["c9 v0", "c9 v1", "c19 v0", "c19 v1"]
+    assert splits["validation"] == ["c4 v0", "c4 v1", "c14 v0", "c14 v1", "c24 v0", "c24 v1"]
+    kept = [i for i in range(25) if i % 10 not in (4, 9)]
+    assert splits["train"] == [f"c{i} v{j}" for i in kept for j in range(2)]
 
 
 @pytest.mark.skipif(shutil.which("bible") is None, reason="needs Debian's bible-kjv")
@@ -84,10 +95,10 @@ def test_shipped_files_are_the_script_output_and_unseen_by_the_lm(tmp_path: Path
     make, source = script("make_sae_data"), script("train_source_model")
     chapters = source.read_kjv_chapters()
     make.write_sae_data(chapters, tmp_path)
-    for split in ("train", "eval"):
+    for split in ("train", "validation", "eval"):
         assert (tmp_path / f"{split}.txt").read_bytes() == Path(
             asset(f"kjv/{split}.txt")
         ).read_bytes()
     _, lm_heldout = source.split_chapters(chapters)  # what the LM never trained on
     held = set(lm_heldout)
-    assert all(v in held for v in split_lines("eval"))
+    assert all(v in held for v in split_lines("eval") + split_lines("validation"))
