@@ -9,8 +9,8 @@ import os
 import signal
 import sys
 import tempfile
-from pathlib import Path
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from nsae.errors import NsaeError

@@ -45,7 +45,8 @@ def script(name: str):
 
 
 @pytest.mark.parametrize(
-    ("held_split", "other_split"), [("eval", "train"), ("validation", "train"), ("eval", "validation")]
+    ("held_split", "other_split"),
+    [("eval", "train"), ("validation", "train"), ("eval", "validation")],
 )
 def test_no_held_out_context_occurs_in_another_split(held_split: str, other_split: str) -> None:
     other, held = token_stream(split_lines(other_split)), token_stream(split_lines(held_split))
