@@ -30,7 +30,7 @@ from nsae.metrics import (
     saebench_mask,
 )
 from nsae.metrics.ground_truth import GroundTruthMetrics
-from nsae.metrics.splice import clean_log_probs, token_terms
+from nsae.metrics.splice import CleanDist, clean_dist, clean_log_probs, token_terms
 
 
 class Evaluator(nn.Module):
@@ -96,19 +96,20 @@ class Evaluator(nn.Module):
             return
         lm = acts.harvester
         logp_clean = shared(index_B, lambda: clean_log_probs(lm.logits(ids_BT)))
+        clean = clean_dist(logp_clean)  # P and its entropy term once for every layer
         # SAEBench splices only at its mask's positions (the original activation is kept at
         # BOS/EOS/pad): a second forward, needed only if a spliced position is outside it
         sb_N = mask_BT[keep_BT]  # which harvested tokens SAEBench splices
         sb_BT = None if bool(sb_N.all()) else keep_BT & mask_BT
         for j in range(x_NLD.shape[1]):
             recon = token_terms(
-                logp_clean, lm.logits(ids_BT, j, spliced(x_hat_NLD[:, j], keep_BT)), ids_BT
+                clean, lm.logits(ids_BT, j, spliced(x_hat_NLD[:, j], keep_BT)), ids_BT
             )
             recon_sb = None
             if sb_BT is not None:
                 logits_sb_BTV = lm.logits(ids_BT, j, spliced(x_hat_NLD[sb_N, j], sb_BT))
-                recon_sb = token_terms(logp_clean, logits_sb_BTV, ids_BT)
-            zero = zero_terms(acts, index_B, ids_BT, j, logp_clean)
+                recon_sb = token_terms(clean, logits_sb_BTV, ids_BT)
+            zero = zero_terms(acts, index_B, ids_BT, j, clean)
             self.splice.update(j, ids_BT, logp_clean, recon, zero, mask_BT, recon_sb)
 
     def finish(self, layers: list[int]) -> tuple[dict[str, Tensor], Tensor]:
@@ -141,17 +142,17 @@ def spliced(x_hat_ND: Tensor, where_BT: Tensor) -> Callable[[Tensor], Tensor]:
     return splice
 
 
-def ablate(lm: Any, ids_BT: Tensor, j: int, logp_clean_BTV: Tensor) -> tuple[Tensor, Tensor]:
+def ablate(lm: Any, ids_BT: Tensor, j: int, clean: Tensor | CleanDist) -> tuple[Tensor, Tensor]:
     """`token_terms` of a forward with layer j's activation zeroed at every position (BOS,
     EOS and pad included: SAEBench's ablation too)."""
-    return token_terms(logp_clean_BTV, lm.logits(ids_BT, j, torch.zeros_like), ids_BT)
+    return token_terms(clean, lm.logits(ids_BT, j, torch.zeros_like), ids_BT)
 
 
 def zero_ablation(lm: Any, ids_BT: Tensor) -> dict[str, Tensor]:
     """Each layer's zero-ablation terms of a batch of contexts, stored with the fixed inputs
     (`LMActivations`' fixed_extras): kl [L, B, T] and ce [L, B, T - 1]."""
-    logp_clean_BTV = clean_log_probs(lm.logits(ids_BT))
-    terms = [ablate(lm, ids_BT, j, logp_clean_BTV) for j in range(len(lm.layers))]
+    clean = clean_dist(clean_log_probs(lm.logits(ids_BT)))
+    terms = [ablate(lm, ids_BT, j, clean) for j in range(len(lm.layers))]
     return {
         "zero_kl_LCT": torch.stack([t[0] for t in terms]).cpu(),
         "zero_ce_LCT": torch.stack([t[1] for t in terms]).cpu(),
@@ -159,7 +160,7 @@ def zero_ablation(lm: Any, ids_BT: Tensor) -> dict[str, Tensor]:
 
 
 def zero_terms(
-    acts: Any, index_B: Tensor, ids_BT: Tensor, j: int, logp_clean_BTV: Tensor
+    acts: Any, index_B: Tensor, ids_BT: Tensor, j: int, clean: Tensor | CleanDist
 ) -> tuple[Tensor, Tensor]:
     """Layer j's zero-ablation (kl [B, T], ce [B, T - 1]) of an evaluation batch: stored,
     or from a forward with that layer zeroed."""
@@ -167,4 +168,4 @@ def zero_terms(
     ce_LBT = acts.stored_extra("zero_ce_LCT", index_B)
     if kl_LBT is not None and ce_LBT is not None:
         return kl_LBT[j], ce_LBT[j]
-    return ablate(acts.harvester, ids_BT, j, logp_clean_BTV)
+    return ablate(acts.harvester, ids_BT, j, clean)

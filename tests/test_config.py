@@ -128,8 +128,8 @@ BAD_INPUTS = [
     (
         "sae_typ=none",
         "sae_typ is not a config key (did you mean sae_type?); valid keys at the top level: "
-        "baseline, coeff, console, data, debug, experiment, logger, loss, metrics, "
-        "normalization_method, optim, resume, sae, sae_type, seed, source, trainer",
+        "baseline, budget, coeff, console, data, debug, experiment, logger, loss, metrics, "
+        "normalization_method, optim, resume, sae, sae_type, seed, source, trainer, tuned",
     ),
     ("+optim.lr=1", "+optim.lr: optim.lr is already in the config; set it without +: optim.lr=..."),
     # a key added with + that nsae never reads is refused (++ adds any key)

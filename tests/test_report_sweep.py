@@ -56,10 +56,28 @@ def test_noise_std_splits_normalized_runs_and_standard_runs_join_both(tmp_path: 
         write_run(tmp_path, f"n{noise}", config("normalized_sae", **{"sae.noise_std": noise}))
     rec = report(tmp_path)
     assert [s["title"] for s in rec["sections"]] == [
-        "sae.noise_std (normalized_sae)=0.1",
-        "sae.noise_std (normalized_sae)=0.2",
+        "sae.noise_std (normalized_sae, none)=0.1",
+        "sae.noise_std (normalized_sae, none)=0.2",
     ]
     assert [s["runs"] for s in rec["sections"]] == [["n0.1", "std"], ["n0.2", "std"]]
+
+
+def test_a_learning_rate_per_condition_is_one_section_two_in_one_condition_are_two(
+    tmp_path: Path,
+) -> None:
+    """The study's tuned learning rates differ between conditions: one section. Two learning
+    rates within one condition never mix: two sections."""
+    write_run(tmp_path, "std", config("none", **{"optim.lr": 0.001}))
+    write_run(tmp_path, "n", config("normalized_sae", **{"optim.lr": 0.01}))
+    (sec,) = report(tmp_path)["sections"]
+    assert sec["runs"] == ["n", "std"]
+    write_run(tmp_path, "n2", config("normalized_sae", **{"optim.lr": 0.003}))
+    rec = report(tmp_path)
+    assert [s["title"] for s in rec["sections"]] == [
+        "optim.lr (normalized_sae, none)=0.003",
+        "optim.lr (normalized_sae, none)=0.01",
+    ]
+    assert [s["runs"] for s in rec["sections"]] == [["n2", "std"], ["n", "std"]]
 
 
 def test_seeds_mean_and_ci_by_hand(tmp_path: Path) -> None:

@@ -37,7 +37,9 @@ def test_an_alias_composes_exactly_its_types_config(alias: str) -> None:
 @pytest.mark.parametrize("sae_type", SAE_TYPES)
 def test_yaml_builds_the_variant(sae_type: str) -> None:
     cfg = compose_cfg(f"sae_type={sae_type}")
-    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.sae).items() if k not in COMMON}
+    kwargs = {
+        k: v for k, v in OmegaConf.to_container(cfg.sae, resolve=True).items() if k not in COMMON
+    }
     sae = build_sae(sae_type, 2, 128, 128 * cfg.sae.expansion_factor, **kwargs)
     assert sae.name == sae_type
     out = sae.train_forward(torch.randn(16, 2, 128))
@@ -50,7 +52,9 @@ def test_coefficient_defaults_follow_the_beta_rule(sae_type: str) -> None:
     alpha = OmegaConf.to_container(compose_cfg("coeff=alpha").coeff.default_alpha)[sae_type]
     beta = OmegaConf.to_container(compose_cfg("coeff=beta").coeff.default_alpha)[sae_type]
     cfg = compose_cfg(f"sae_type={sae_type}")
-    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.sae).items() if k not in COMMON}
+    kwargs = {
+        k: v for k, v in OmegaConf.to_container(cfg.sae, resolve=True).items() if k not in COMMON
+    }
     sae = build_sae(sae_type, 1, 128, 1024, **kwargs)
     assert set(alpha) == set(beta) == set(NORM_POWER)
     for method, p in NORM_POWER.items():

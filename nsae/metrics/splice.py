@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -168,13 +170,29 @@ def clean_log_probs(logits_clean_BTV: Tensor) -> Tensor:
     return torch.log_softmax(logits_clean_BTV.float(), dim=-1)
 
 
+class CleanDist(NamedTuple):
+    """A batch's clean next-token distribution, computed once for all of its layers'
+    splices: log P and P, each [B, T, V]."""
+
+    logp_BTV: Tensor
+    p_BTV: Tensor
+
+
+def clean_dist(logp_clean_BTV: Tensor) -> CleanDist:
+    return CleanDist(logp_clean_BTV, logp_clean_BTV.exp())
+
+
 def token_terms(
-    logp_clean_BTV: Tensor, logits_BTV: Tensor, ids_BT: Tensor
+    clean: Tensor | CleanDist, logits_BTV: Tensor, ids_BT: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Per token, for logits with one layer changed: (KL(P_clean || P) [B, T], next-token
-    cross-entropy [B, T - 1] at the predicting positions), float32."""
+    cross-entropy [B, T - 1] at the predicting positions), float32. `clean`: the clean
+    log-probabilities, or their `clean_dist` (faster over many splices of one batch: P is
+    computed once; the same numbers)."""
+    if not isinstance(clean, CleanDist):
+        clean = clean_dist(clean)
     logp_BTV = torch.log_softmax(logits_BTV.float(), dim=-1)
-    kl_BT = (logp_clean_BTV.exp() * (logp_clean_BTV - logp_BTV)).sum(-1)
+    kl_BT = (clean.p_BTV * (clean.logp_BTV - logp_BTV)).sum(-1)
     targets = ids_BT[:, 1:].to(logp_BTV.device)
     ce_BT = -logp_BTV[:, :-1].gather(-1, targets[..., None]).squeeze(-1)
     return kl_BT, ce_BT

@@ -35,7 +35,9 @@ from nsae.report.sections import (
     premise_effect,
     results,
     summary,
+    tuning,
 )
+from nsae.report.tuning import is_tuning
 
 
 def build(sweep_dir: Path, figures: bool = True) -> tuple[Path, Path, list[str]]:
@@ -55,6 +57,10 @@ def build(sweep_dir: Path, figures: bool = True) -> tuple[Path, Path, list[str]]
     for old in out.glob("*.png"):
         old.unlink()
     top, setup, record = header.build(runs, sweep_dir, problems)
+    if is_tuning(runs):  # a tuning sweep's report is its choice (experiment=nsae_tuning)
+        ctx = Ctx(sweep_dir, out, "", {}, figures)
+        blocks = [*top, Contents(), *tuning.build(runs, ctx), *setup, *appendix_runs(runs)]
+        return write(sweep_dir, blocks, record | {"tuning": ctx.record}, problems)
     record["sections"] = []
     secs = sections(runs)
     many = len(secs) > 1
@@ -109,11 +115,25 @@ def build(sweep_dir: Path, figures: bool = True) -> tuple[Path, Path, list[str]]
         *summary.glossary(),
         *body,
         *setup,
-        Heading("Appendix", 2, "appendix"),
-        Collapsed("Per-cell results and matched-L0 tables", appendix),
-        Collapsed("Run directories", [run_table(runs)]),
+        *appendix_runs(runs, Collapsed("Per-cell results and matched-L0 tables", appendix)),
     ]
     record["verdicts"] = entries
+    return write(sweep_dir, blocks, record, problems)
+
+
+def appendix_runs(runs: list[Run], *before: Block) -> list[Block]:
+    """The appendix: `before`, then every run directory with its status."""
+    return [
+        Heading("Appendix", 2, "appendix"),
+        *before,
+        Collapsed("Run directories", [run_table(runs)]),
+    ]
+
+
+def write(
+    sweep_dir: Path, blocks: list[Block], record: dict, problems: list[tuple[str, str]]
+) -> tuple[Path, Path, list[str]]:
+    """report.md, report.html and report.json; their paths and the sweep's warnings."""
     md, page = sweep_dir / "report.md", sweep_dir / "report.html"
     md.write_text(to_markdown(blocks))
     page.write_text(to_html(blocks, f"nsae report: {sweep_dir.name}", sweep_dir))

@@ -4,8 +4,10 @@ A run's *setting* is its whole resolved config minus the grid axes (sae.type and
 type's own sae.* hyper-parameters, loss.normalization_method, coeff.*, the condition axes
 CONDITION_AXES and the sweep axes CELL_AXES), the seed and run bookkeeping (BOOKKEEPING).
 Runs with different settings go to different sections, titled by the keys that differ.
-Within a section the type's own other hyper-parameters (e.g. sae.noise_std of
-normalized_sae) must agree too: a section takes one variant per SAE type.
+Within a section the hyper-parameters that may be tuned per condition (PER_CONDITION: the
+learning rate; conf/tuned/) and the type's own other hyper-parameters (e.g. sae.noise_std
+of normalized_sae) must agree for each SAE type and normalization method: a section takes
+one variant of each (e.g. the study's tuned learning rate per condition).
 
 A condition is (arm, normalization_method, coeff mode, beta exponent k). The arm is the SAE
 type plus "+<value>" for each condition axis off its default, e.g. "none+decoder_norm"
@@ -28,6 +30,7 @@ AXES = ("sae.type", "loss.normalization_method", "seed")
 AXIS_PREFIXES = ("coeff.",)
 CONDITION_AXES = {"sae.l1_weighting": "none", "data.normalize_activations": "none"}  # default
 CELL_AXES = ("sae.k",)  # the sweep axis of types without a sparsity coefficient
+PER_CONDITION = ("optim.lr",)  # may differ between conditions of one section (tuned)
 
 Condition = tuple[str, str, str, float | None]  # arm, norm, coeff mode, beta exponent k
 
@@ -98,13 +101,18 @@ def _setting(run: Run) -> tuple[tuple[str, Any], ...]:
     def keep(k: str) -> bool:
         if k in AXES or k.startswith(AXIS_PREFIXES) or _typed(k) or _axis(k):
             return False
+        if k in PER_CONDITION:
+            return False
         return not any(k == b or k.startswith(b + ".") for b in BOOKKEEPING)
 
     return tuple(sorted((k, v) for k, v in run.config.items() if keep(k)))
 
 
 def _variant(run: Run) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted((k, v) for k, v in run.config.items() if _typed(k) and not _axis(k)))
+    def keep(k: str) -> bool:
+        return (_typed(k) and not _axis(k)) or k in PER_CONDITION
+
+    return tuple(sorted((k, v) for k, v in run.config.items() if keep(k)))
 
 
 @dataclass
@@ -183,22 +191,24 @@ def _seen(parts: list[tuple[dict[str, Any], list[Run]]], key: str) -> set[str]:
 
 def sections(runs: list[Run]) -> list[Section]:
     """The runs' sections: one per setting and per choice of one variant for each SAE type
-    (a type's runs with one variant appear in every section of their setting)."""
+    and normalization method (runs of one with a single variant appear in every section of
+    their setting)."""
     parts: list[tuple[dict[str, Any], list[Run]]] = []
     by_setting: dict[tuple, list[Run]] = {}
     for r in runs:
         by_setting.setdefault(_setting(r), []).append(r)
     for setting, members in by_setting.items():
-        variants: dict[str, dict[tuple, list[Run]]] = {}
+        variants: dict[tuple[str, str], dict[tuple, list[Run]]] = {}
         for r in members:
-            variants.setdefault(r.sae_type, {}).setdefault(_variant(r), []).append(r)
-        types = sorted(variants)
-        for choice in itertools.product(*(sorted(variants[t], key=repr) for t in types)):
+            unit = (r.sae_type, r.norm)
+            variants.setdefault(unit, {}).setdefault(_variant(r), []).append(r)
+        units = sorted(variants)
+        for choice in itertools.product(*(sorted(variants[u], key=repr) for u in units)):
             keys = dict(setting)
             chosen: list[Run] = []
-            for t, var in zip(types, choice, strict=True):
-                keys |= {f"{k} ({t})": v for k, v in var}
-                chosen += variants[t][var]
+            for u, var in zip(units, choice, strict=True):
+                keys |= {f"{k} ({u[0]}, {u[1]})": v for k, v in var}
+                chosen += variants[u][var]
             parts.append((keys, chosen))
     all_keys = sorted({k for keys, _ in parts for k in keys})
     differ = [k for k in all_keys if len(_seen(parts, k)) > 1]

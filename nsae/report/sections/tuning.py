@@ -1,0 +1,148 @@
+"""The report of a tuning sweep (experiment=nsae_tuning): the rule, the choice per condition
+beside the untuned default, every candidate's KL at matched L0 against the learning rate
+(one curve per noise), and every candidate's numbers (nsae/report/tuning.py decides)."""
+
+from __future__ import annotations
+
+from nsae.report import tuning
+from nsae.report.document import Block, Collapsed, Heading, Table, Text
+from nsae.report.groups import NORM_WORDS, SAE_WORDS
+from nsae.report.plots import panels
+from nsae.report.runs import Run
+from nsae.report.sections import Ctx, fmt, natural
+
+RULE = (
+    "**The rule** (fixed before the runs; `nsae/report/tuning.py`): per condition and layer, "
+    "the reference L0 is the geometric mean of the L0s all of the condition's runs reach. "
+    "Each candidate's log KL is interpolated linearly in log L0 between its two sparsities "
+    "at that reference, per layer and seed, and averaged: its *KL at matched L0* (a "
+    "geometric mean). The choice is the lowest among the candidates whose L0s bracket the "
+    "reference on every layer and seed (if none does: among those that bracket it most "
+    "often). KL is measured on the validation split, which neither training nor the "
+    "studies' evaluation sees."
+)
+
+
+def cond_words(cond: tuning.Cond) -> str:
+    return f"{SAE_WORDS.get(cond[0], cond[0])}, {NORM_WORDS.get(cond[1], cond[1])}"
+
+
+def build(runs: list[Run], ctx: Ctx) -> list[Block]:
+    chosen = tuning.choose(runs)
+    conds = sorted(chosen, key=lambda c: (c[0] != "none", c[0], list(NORM_WORDS).index(c[1])))
+    rows, every = [], []
+    for cond in conds:
+        cands = chosen[cond]
+        best = next((c for c in cands if c.chosen), None)
+        default = next((c for c in cands if c.is_default()), None)
+        change = (
+            f"{(best.kl / default.kl - 1) * 100:+.1f}%"
+            if best and default and best.kl and default.kl
+            else "n/a"
+        )
+        rows.append(
+            [
+                cond_words(cond),
+                best.words() if best else "n/a",
+                fmt(best.kl if best else None),
+                fmt(default.kl if default else None),
+                change,
+                f"{best.bracketed}/{best.pairs}" if best else "n/a",
+                str(len(cands)),
+                "; ".join(tuning.at_edge(best, cands)) if best else "",
+            ]
+        )
+        for c in cands:
+            every.append(
+                [
+                    cond_words(cond),
+                    c.words(),
+                    fmt(c.kl),
+                    f"{c.bracketed}/{c.pairs}",
+                    "n/a" if (span := c.l0_span()) is None else f"{span[0]:.3g}-{span[1]:.3g}",
+                    fmt(c.alive_min()),
+                    "**chosen**" if c.chosen else "",
+                ]
+            )
+    ctx.record["rule"] = tuning.__doc__
+    ctx.record["choices"] = tuning.choices(chosen)
+    ctx.record["candidates"] = [
+        {
+            "sae_type": c.cond[0],
+            "normalization_method": c.cond[1],
+            **{k.split(".")[-1]: v for k, v in zip(tuning.TUNED, c.setting, strict=True)},
+            "kl_at_matched_l0": c.kl,
+            "bracketed": c.bracketed,
+            "pairs": c.pairs,
+            "frac_alive_min": c.alive_min(),
+            "chosen": c.chosen,
+            "at_edge": tuning.at_edge(c, chosen[cond]) if c.chosen else [],
+            "runs": sorted((r.rel for r in c.runs), key=natural),
+        }
+        for cond in conds
+        for c in chosen[cond]
+    ]
+    figure = ctx.figure(
+        "tuning",
+        "KL at matched L0 on the validation split (log) against the learning rate, one curve "
+        "per training noise (the Normalized SAE); lower is better.",
+        lambda path: panels(
+            curves(chosen, conds), "learning rate", "KL at matched L0", path, logx=True, logy=True
+        ),
+    )
+    return [
+        Heading("Tuning", 2, "tuning"),
+        Text(RULE),
+        Table(
+            [
+                "condition",
+                "chosen",
+                "KL at matched L0",
+                "untuned (lr 0.003, noise 0.1)",
+                "change",
+                "bracketed",
+                "candidates",
+                "edge of the grid",
+            ],
+            rows,
+        ),
+        Text(
+            "The chosen values are the study presets' per-condition defaults "
+            "(`conf/tuned/`); a condition's choice applies to its coeff=beta cell too."
+        ),
+        *figure,
+        Collapsed(
+            "Every candidate",
+            [
+                Table(
+                    [
+                        "condition",
+                        "setting",
+                        "KL at matched L0",
+                        "bracketed",
+                        "L0 range",
+                        "least alive fraction",
+                        "",
+                    ],
+                    every,
+                )
+            ],
+        ),
+    ]
+
+
+def curves(chosen: dict[tuning.Cond, list[tuning.Candidate]], conds: list[tuning.Cond]) -> dict:
+    """{condition: {noise series: (lrs, KLs)}} for `panels`."""
+    data: dict[str, dict] = {}
+    for cond in conds:
+        series: dict[str, tuple[list[float], list[float]]] = {}
+        for c in chosen[cond]:
+            lr, noise = c.setting[0], c.setting[1]
+            if lr is None or c.kl is None:
+                continue
+            name = "no noise (standard SAE)" if noise is None else f"noise {noise:g}"
+            xs, ys = series.setdefault(name, ([], []))
+            xs.append(lr)
+            ys.append(c.kl)
+        data[cond_words(cond)] = series
+    return data

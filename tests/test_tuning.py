@@ -1,0 +1,163 @@
+"""experiment=nsae_tuning: the sweeper's `only` axes, the tuning rule on constructed
+candidates (closed-form KL at matched L0), and the study presets' defaults against the
+published choices."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from nsae.errors import NsaeError
+from nsae.report.runs import Run
+from nsae.report.tuning import choices, choose, is_tuning
+from nsae.sweep import restrict_axes
+from tests.conftest import ROOT
+
+PUBLISHED = ROOT / "docs/results/tuning/report.json"
+
+
+def product(**axes: list[str]) -> list[list[str]]:
+    import itertools
+
+    keys = list(axes)
+    return [
+        [f"{k}={v}" for k, v in zip(keys, vals, strict=True)]
+        for vals in itertools.product(*axes.values())
+    ]
+
+
+def test_only_sweeps_an_axis_where_its_condition_holds() -> None:
+    jobs = product(sae_type=["none", "normalized_sae"], lr=["1", "2"], noise=["0", "0.5"])
+    out = restrict_axes(jobs, {"noise": ["sae_type=normalized_sae"]})
+    assert out == [
+        ["sae_type=none", "lr=1"],
+        ["sae_type=none", "lr=2"],
+        ["sae_type=normalized_sae", "lr=1", "noise=0"],
+        ["sae_type=normalized_sae", "lr=1", "noise=0.5"],
+        ["sae_type=normalized_sae", "lr=2", "noise=0"],
+        ["sae_type=normalized_sae", "lr=2", "noise=0.5"],
+    ]
+    assert restrict_axes(jobs, {}) == jobs
+    two = restrict_axes(jobs, {"noise": ["sae_type=normalized_sae", "lr=2"]})  # both must hold
+    assert len(two) == 2 + 1 + 2 and ["sae_type=normalized_sae", "lr=1"] in two
+
+
+@pytest.mark.parametrize(
+    ("only", "words"),
+    [({"noise": ["sae_type"]}, "is not an override"), ({"nois": ["sae_type=x"]}, "valid: lr")],
+)
+def test_only_refuses_bad_entries_in_one_line(only: dict, words: str) -> None:
+    jobs = product(sae_type=["none"], lr=["1"], noise=["0"])
+    with pytest.raises(NsaeError, match=words) as err:
+        restrict_axes(jobs, only)
+    assert "\n" not in str(err.value)
+
+
+def run(
+    sae: str, lr: float, noise: float | None, seed: int, l0: list[float], kl: list[float]
+) -> Run:
+    """A finished run with per-layer L0 and KL (one entry per layer)."""
+    cfg = {"sae.type": sae, "loss.normalization_method": "none", "coeff.mode": "alpha"}
+    cfg["data.eval_split"] = "validation"
+    cfg |= {"optim.lr": lr, "seed": seed} | ({} if noise is None else {"sae.noise_std": noise})
+    layer = lambda vals: {f"layer_{i}": v for i, v in enumerate(vals)}  # noqa: E731
+    summary = {
+        "layers": list(range(len(l0))),
+        "metrics": {"l0": layer(l0), "kl": layer(kl), "frac_alive": layer([1.0] * len(l0))},
+    }
+    return Run(Path(f"{sae}_{lr}_{noise}_{seed}_{l0[0]}"), "x", cfg, "done", summary=summary)
+
+
+def at(l0: tuple[float, float], kl: tuple[float, float], target: float) -> float:
+    """Closed form: log KL linear in log L0 through the two points, at `target`."""
+    t = math.log(target / l0[0]) / math.log(l0[1] / l0[0])
+    return math.exp(math.log(kl[0]) + t * math.log(kl[1] / kl[0]))
+
+
+def test_rule_picks_lowest_kl_at_matched_l0_not_at_equal_coefficient() -> None:
+    # A has the lower KL at both of its coefficients, but only because its L0 is higher:
+    # at matched L0 B is better.
+    a = [
+        run("normalized_sae", 1e-3, 0.1, 0, [40.0], [0.10]),
+        run("normalized_sae", 1e-3, 0.1, 0, [160.0], [0.05]),
+    ]
+    b = [
+        run("normalized_sae", 3e-3, 0.1, 0, [10.0], [0.12]),
+        run("normalized_sae", 3e-3, 0.1, 0, [80.0], [0.06]),
+    ]
+    assert is_tuning(a + b) and not is_tuning(a)
+    (cands,) = choose(a + b).values()
+    ref = (40 * 160 * 10 * 80) ** 0.25
+    assert 40 <= ref <= 80  # brackets both
+    kl_a, kl_b = at((40, 160), (0.10, 0.05), ref), at((10, 80), (0.12, 0.06), ref)
+    assert kl_b < kl_a
+    assert [c.kl for c in cands] == pytest.approx([kl_a, kl_b], rel=1e-12)
+    assert [c.chosen for c in cands] == [False, True]
+    assert choices(choose(a + b)) == {"normalized_sae": {"none": {"lr": 3e-3, "noise_std": 0.1}}}
+
+
+def test_rule_prefers_a_candidate_that_brackets_the_reference() -> None:
+    # C's extrapolated KL is the lowest, but its L0s never reach the reference.
+    b = [run("none", 3e-3, None, 0, [10.0], [0.12]), run("none", 3e-3, None, 0, [400.0], [0.03])]
+    c = [run("none", 1e-2, None, 0, [500.0], [0.01]), run("none", 1e-2, None, 0, [900.0], [0.008])]
+    (cands,) = choose(b + c).values()
+    assert cands[1].kl < cands[0].kl and not cands[1].eligible and cands[0].eligible
+    assert [x.chosen for x in cands] == [True, False]
+
+
+def test_rule_averages_layers_and_seeds_and_breaks_ties_by_order() -> None:
+    two = [
+        run("none", lr, None, seed, [10.0, 20.0], [0.2, 0.4])
+        for lr in (1e-3, 3e-3)
+        for seed in (0, 1)
+    ] + [
+        run("none", lr, None, seed, [40.0, 80.0], [0.1, 0.2])
+        for lr in (1e-3, 3e-3)
+        for seed in (0, 1)
+    ]
+    (cands,) = choose(two).values()
+    ref = [20.0, 40.0]  # per layer: the geometric mean of 10 and 40, of 20 and 80
+    expect = math.exp(
+        (math.log(at((10, 40), (0.2, 0.1), ref[0])) + math.log(at((20, 80), (0.4, 0.2), ref[1])))
+        / 2
+    )
+    assert [c.kl for c in cands] == pytest.approx([expect, expect], rel=1e-12)
+    assert [c.pairs for c in cands] == [4, 4]  # 2 seeds x 2 layers
+    assert [c.chosen for c in cands] == [True, False]  # equal: the one that sorts first
+
+
+def test_study_presets_default_to_the_published_choices() -> None:
+    """The published tuning report's choices are conf/tuned/kjv_gpt2.yaml's, and the study
+    presets compose them for every condition."""
+    from hydra import compose, initialize_config_dir
+
+    from nsae.constants import CONF_DIR
+
+    published = json.loads(PUBLISHED.read_text())["tuning"]["choices"]
+    tuned = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "tuned/kjv_gpt2.yaml"))
+    assert isinstance(tuned, dict)
+    assert published.keys() == tuned["lr"].keys() == {"none", "normalized_sae"}
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        for sae, by_norm in published.items():
+            assert by_norm.keys() == {"none", "input_norm", "input_norm_squared"}
+            for norm, choice in by_norm.items():
+                assert tuned["lr"][sae][norm] == pytest.approx(choice["lr"])
+                for preset in ("nsae_study", "nsae_baselines"):
+                    for coeff in ("alpha", "beta"):
+                        over = [
+                            f"experiment={preset}",
+                            f"sae_type={sae}",
+                            f"normalization_method={norm}",
+                            f"coeff={coeff}",
+                        ]
+                        cfg = compose("config", overrides=over)
+                        assert cfg.optim.lr == pytest.approx(choice["lr"]), (preset, over)
+                        if sae == "normalized_sae":
+                            assert tuned["noise_std"][sae][norm] == pytest.approx(
+                                choice["noise_std"]
+                            )
+                            assert cfg.sae.noise_std == pytest.approx(choice["noise_std"])
