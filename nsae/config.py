@@ -24,6 +24,18 @@ def mul(a: float, b: float) -> float:
     return float(a) * float(b)
 
 
+def times(steps: int, factor: float) -> int:
+    """`${nsae.times:steps,factor}`: a step count times a factor, an integer (the doubling
+    check's `${nsae.times:${budget.steps},2}`)."""
+    return round(float(steps) * float(factor))
+
+
+def tag(name: str, value: Any) -> str:
+    """`${nsae.tag:k,${oc.select:sae.k,null}}`: "_k=16" in a job folder's name, or nothing
+    where the value is null (a type without the key)."""
+    return "" if value is None else f"_{name}={value}"
+
+
 def sweep_name() -> str | None:
     """`${nsae.sweep_name:}`: the sweep directory's name in a multirun job, else None."""
     from hydra.core.hydra_config import HydraConfig
@@ -48,6 +60,8 @@ def job_name(sae_type: str, normalization: str, mode: str, alpha: Any, seed: Any
 for _name, _fn in (
     ("nsae.asset", asset),
     ("nsae.mul", mul),
+    ("nsae.times", times),
+    ("nsae.tag", tag),
     ("nsae.sweep_name", sweep_name),
     ("nsae.job_name", job_name),
 ):

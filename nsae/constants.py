@@ -10,7 +10,9 @@ ASSETS = PACKAGE / "assets"  # the shipped model and text
 
 # Config keys that never change a result: bookkeeping, loggers (names, paths), what the
 # console shows, the activation cache's location. Everything else decides a run's numbers.
-BOOKKEEPING = ("resume", "logger", "hydra", "console", "data.cache_dir")
+# keys that change no result: a finished run with other values here is the same run ("budget"
+# and "tuned" act only through the trainer.*, optim.* and sae.* keys they set, which count)
+BOOKKEEPING = ("resume", "logger", "hydra", "console", "data.cache_dir", "budget", "tuned")
 
 # sae.* keys every SAE type has; the others are a type's own hyper-parameters.
 SAE_COMMON_KEYS = ("type", "expansion_factor", "init_b_dec", "resample")

@@ -29,7 +29,7 @@ from nsae.metrics import (
     SpliceMetrics,
     saebench_mask,
 )
-from nsae.metrics.ground_truth import GroundTruthMetrics
+from nsae.metrics.ground_truth import NO_OUTLIERS, TOKEN_METRICS, GroundTruthMetrics
 from nsae.metrics.splice import CleanDist, clean_dist, clean_log_probs, token_terms
 
 
@@ -48,6 +48,8 @@ class Evaluator(nn.Module):
         # per input-norm decile and position 0; the edges come from the norm sample
         self.binned = NormBinnedMetrics(L_, torch.zeros(L_, 9))
         self.ground_truth: GroundTruthMetrics | None = None  # synthetic sources only
+        # ... and again without the tokens that carry massive directions (if the source has them)
+        self.ground_truth_typical: GroundTruthMetrics | None = None
         self.sections: dict[str, Any] = {}  # metrics.json's binned sections, last evaluation
 
     def prepare(self, dm: Any, layers: list[int]) -> None:
@@ -55,15 +57,19 @@ class Evaluator(nn.Module):
         and the ground-truth metrics for a synthetic source."""
         edges_L9 = torch.tensor([dm.norm_stats[f"layer_{i}"]["decile_edges"] for i in layers])
         self.binned.set_edges(edges_L9)
-        if getattr(dm, "synthetic", None) is not None and self.ground_truth is None:
+        synthetic = getattr(dm, "synthetic", None)
+        if synthetic is not None and self.ground_truth is None:
             W = self.sae[0].W_dec_LMD
-            self.ground_truth = GroundTruthMetrics(dm.synthetic.dict_LFD, W.shape[1], edges_L9).to(
-                W.device
-            )
+            truth_LFD = synthetic.dict_LFD
+            self.ground_truth = GroundTruthMetrics(truth_LFD, W.shape[1], edges_L9).to(W.device)
+            if synthetic.massive.on:
+                typical = GroundTruthMetrics(truth_LFD, W.shape[1], edges_L9)
+                self.ground_truth_typical = typical.to(W.device)
 
     def start(self) -> None:
-        if self.ground_truth is not None:  # decoder-only matching, once per evaluation
-            self.ground_truth.set_decoder(self.sae[0].W_dec_LMD.detach())
+        for gt in (self.ground_truth, self.ground_truth_typical):
+            if gt is not None:  # decoder-only matching, once per evaluation
+                gt.set_decoder(self.sae[0].W_dec_LMD.detach())
 
     def update(self, dm: Any, batch: Tensor, splice: bool) -> None:
         """One evaluation batch of the datamodule `dm`'s activation source (`dm.acts`)."""
@@ -81,6 +87,10 @@ class Evaluator(nn.Module):
         self.binned.update(b, torch.zeros(len(truth.x_NLD), dtype=torch.bool))
         assert self.ground_truth is not None
         self.ground_truth.update(truth.x_NLD, x_hat_NLD, f_NLM, truth.f_NLF)
+        if self.ground_truth_typical is not None and truth.massive_N is not None:
+            keep_N = ~truth.massive_N.to(truth.x_NLD.device)
+            tensors = (truth.x_NLD, x_hat_NLD, f_NLM, truth.f_NLF)
+            self.ground_truth_typical.update(*(t[keep_N] for t in tensors))
 
     def _update_lm(self, acts: Any, index_B: Tensor, splice: bool, shared: Callable) -> None:
         """shared(index_B, compute): the clean log-probabilities, computed once per cohort."""
@@ -124,6 +134,12 @@ class Evaluator(nn.Module):
             values |= self.ground_truth.compute()
             self.sections["ground_truth_by_norm_decile"] = self.ground_truth.to_json(layers)
             self.ground_truth.reset()
+        typical = self.ground_truth_typical
+        if typical is not None and typical.update_count:  # token metrics, outliers excluded
+            found = typical.compute()
+            values |= {f"{k}{NO_OUTLIERS}": found[k] for k in TOKEN_METRICS}
+            self.sections[f"ground_truth_by_norm_decile{NO_OUTLIERS}"] = typical.to_json(layers)
+            typical.reset()
         for metric in (self.metrics, self.splice, self.density, self.saebench, self.binned):
             metric.reset()
         return values, density_LM

@@ -19,20 +19,11 @@ from nsae.rundir import Outcome, Plan, RunDir
 
 def restrict_axes(jobs: list[list[str]], only: Mapping[str, Any]) -> list[list[str]]:
     """The jobs of a cartesian product (each a list of `key=value` overrides) with each axis
-    of `only` kept only in the jobs that hold all of its condition's overrides: in every
-    other job the axis' override is dropped, and the jobs that thereby become equal run
-    once (the first, in the product's order)."""
-    conditions: dict[str, set[str]] = {}
-    for axis, cond in only.items():
-        cond = [cond] if isinstance(cond, str) else list(cond)
-        bad = [c for c in cond if "=" not in str(c)]
-        if bad:
-            raise NsaeError(
-                f"hydra.sweeper.only.{axis}: {bad[0]!r} is not an override; valid: a list of "
-                "key=value overrides a job must have for the axis to apply, e.g. "
-                "[sae_type=normalized_sae]"
-            )
-        conditions[axis] = {str(c) for c in cond}
+    of `only` kept only in the jobs that meet its condition: a list of overrides a job must
+    all have, or a list of such lists (any one of them). In every other job the axis'
+    override is dropped, and the jobs that thereby become equal run once (the first, in the
+    product's order)."""
+    conditions = {axis: _condition(axis, cond) for axis, cond in only.items()}
     keys = {o.split("=", 1)[0].lstrip("+~") for job in jobs for o in job}
     unknown = sorted(set(conditions) - keys)
     if jobs and unknown:
@@ -50,9 +41,24 @@ def restrict_axes(jobs: list[list[str]], only: Mapping[str, Any]) -> list[list[s
     return out
 
 
-def _applies(override: str, job: Sequence[str], conditions: dict[str, set[str]]) -> bool:
-    cond = conditions.get(override.split("=", 1)[0].lstrip("+~"))
-    return cond is None or cond <= set(job)
+def _condition(axis: str, cond: Any) -> list[set[str]]:
+    """`only`'s condition as alternatives, each a set of overrides."""
+    cond = [cond] if isinstance(cond, str) else list(cond)
+    alternatives = [cond] if all(isinstance(c, str) for c in cond) else [list(c) for c in cond]
+    for alt in alternatives:
+        bad = [c for c in alt if not isinstance(c, str) or "=" not in c]
+        if bad or not alt:
+            raise NsaeError(
+                f"hydra.sweeper.only.{axis}: {bad[0] if bad else alt!r} is not an override; "
+                "valid: a list of key=value overrides a job must have for the axis to apply "
+                "(e.g. [sae_type=normalized_sae]), or a list of such lists (any one)"
+            )
+    return [set(alt) for alt in alternatives]
+
+
+def _applies(override: str, job: Sequence[str], conditions: dict[str, list[set[str]]]) -> bool:
+    alternatives = conditions.get(override.split("=", 1)[0].lstrip("+~"))
+    return alternatives is None or any(alt <= set(job) for alt in alternatives)
 
 
 def stop_marker(sweep_pid: int | str) -> Path:

@@ -96,3 +96,45 @@ def test_the_presets_compose() -> None:
     src = SyntheticSource(massive, [0], 0, "cpu")
     assert src.n_features_true == 1024 + 4
     assert src.premise()["massive"]["dims"] == sorted(src.premise()["massive"]["dims"])
+
+
+def test_ground_truth_without_the_outlier_tokens_is_computed_on_the_others_only() -> None:
+    """The evaluation's `*_no_outliers` metrics equal the ground-truth metrics of the
+    non-carrier tokens alone (computed here by hand and by a second instance), and the
+    carriers' own true features (the massive ones) leave the true L0 with them."""
+    from types import SimpleNamespace
+
+    from nsae.evaluation import Evaluator
+    from nsae.metrics.ground_truth import GroundTruthMetrics
+    from nsae.saes import build_sae
+
+    src = massive_source()
+    torch.manual_seed(0)
+    sae = build_sae("none", 2, 32, 64, l1_weighting="none")
+    edges = {f"layer_{i}": {"decile_edges": list(range(1, 10))} for i in (0, 2)}
+    dm = SimpleNamespace(
+        synthetic=src, acts=SimpleNamespace(synthetic=src), norm_stats=edges,
+        data=SimpleNamespace(batch_size=2048),
+    )  # fmt: skip
+    ev = Evaluator(sae, ["l0"])
+    ev.prepare(dm, [0, 2])
+    ev.start()
+    alone = GroundTruthMetrics(src.dict_LFD, 64)
+    alone.set_decoder(sae.W_dec_LMD.detach())
+    n_true, n_tokens = 0.0, 0
+    with torch.no_grad():
+        for i in range(3):
+            ev.update(dm, torch.tensor(i), splice=False)
+            b = src.eval_batch(i, 2048)
+            keep = ~b.massive_N
+            x_hat, f = sae(b.x_NLD)
+            alone.update(b.x_NLD[keep], x_hat[keep], f[keep], b.f_NLF[keep])
+            n_true += (b.f_NLF[keep] != 0).sum(-1).double().sum(0)
+            n_tokens += int(keep.sum())
+    values, _ = ev.finish([0, 2])
+    expect = alone.compute()
+    for name in ("f1", "precision", "recall", "shrinkage", "true_l0", "excess_l0"):
+        torch.testing.assert_close(values[f"{name}_no_outliers"], expect[name])
+    torch.testing.assert_close(values["true_l0_no_outliers"], n_true / n_tokens)
+    assert (values["true_l0_no_outliers"] < values["true_l0"]).all()
+    assert "ground_truth_by_norm_decile_no_outliers" in ev.sections

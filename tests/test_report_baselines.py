@@ -119,28 +119,31 @@ def test_order_puts_each_types_baselines_after_it() -> None:
 
 
 @pytest.mark.slow
-def test_the_experiments_two_commands_compose_every_arm_into_one_sweep_dir() -> None:
+def test_the_experiments_three_commands_compose_every_arm_into_one_sweep_dir() -> None:
     from nsae.config import check_group_choices
     from nsae.preflight import compose_jobs
 
-    topk_args = ["+baseline=topk"]  # its own sweep axes: sae.k x seed, coeff.scale fixed
-    check_group_choices(topk_args)
     _, jobs, _ = compose_jobs(["-m", "experiment=nsae_baselines"])
-    _, topk, _ = compose_jobs(["-m", "experiment=nsae_baselines", *topk_args])
+    for arm in ("topk", "batchtopk"):  # their own sweep axes: sae.k x seed, coeff.scale fixed
+        check_group_choices([f"+baseline={arm}"])
+        jobs += compose_jobs(["-m", "experiment=nsae_baselines", f"+baseline={arm}"])[1]
     arms = {}
-    for job in jobs + topk:
+    seeds = (0, 1, 2, 3, 4)
+    for job in jobs:
         c = job.cfg
         arm = (c.sae.type, c.sae.get("l1_weighting"), c.data.normalize_activations)
         arms.setdefault(arm, set()).add((c.coeff.scale, c.sae.get("k"), c.seed))
         assert job.run_dir.parent.name == "baselines"
         assert (c.trainer.max_steps, c.sae.expansion_factor, c.optim.decay) == (400, 4, "cosine")
         assert (c.loss.normalization_method, c.coeff.mode) == ("none", "alpha")
-    scales = {(s, None, seed) for s in (0.25, 0.5, 1.0, 2.0, 4.0) for seed in (0, 1, 2)}
+    scales = {(s, None, seed) for s in (0.25, 0.5, 1.0, 2.0, 4.0) for seed in seeds}
     assert arms == {
         ("normalized_sae", "none", "none"): scales,
         ("none", "none", "none"): scales,
         ("none", "decoder_norm", "none"): scales,
         ("none", "none", "expected_norm"): scales,
-        ("topk", None, "none"): {(1.0, k, seed) for k in KS for seed in (0, 1, 2)},
+        ("jumprelu", None, "none"): scales,
+        ("topk", None, "none"): {(1.0, k, seed) for k in KS for seed in seeds},
+        ("batchtopk", None, "none"): {(1.0, k, seed) for k in KS for seed in seeds},
     }
-    assert len({job.run_dir for job in jobs + topk}) == 75  # no run dir shared
+    assert len({job.run_dir for job in jobs}) == 125 + 25 + 25  # no run dir shared

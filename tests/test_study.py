@@ -1,5 +1,6 @@
 """The study preset end to end, as `experiment=nsae_study_mini` (the study's grid narrowed
-to 2 SAE types x 2 coefficient scales x 3 seeds = 12 jobs, each shrunk by `debug=study`): a
+to 2 SAE types x 2 coefficient scales x 3 seeds = 12 jobs, and 4 with twice the steps for
+the doubling check, each shrunk by `debug=study`): a
 real parallel sweep whose every output line names its job, and a report that renders every
 section from it, each number traced to the metrics.json it came from."""
 
@@ -21,6 +22,7 @@ SECTIONS = (
     "### Claims",
     "### Matched L0",
     "### Per norm decile",
+    "### Convergence by doubling",
     "### Training curves",
     "### Train versus eval L0",
     "### Dictionary",
@@ -50,14 +52,17 @@ def study(sweep: tuple[Path, str]) -> Path:
 
 
 def test_the_study_sweep_has_every_seed_and_scale(study: Path) -> None:
-    summaries = [json.loads(p.read_text()) for p in study.glob("*/metrics.json")]
-    assert len(summaries) == 12
+    every = [json.loads(p.read_text()) for p in study.glob("*/metrics.json")]
+    summaries = [s for s in every if s["steps"] == 8]
+    doubled = [s for s in every if s["steps"] == 16]
+    assert len(summaries) == 12 and len(doubled) == 4
+    assert {(s["condition"]["scale"], s["seed"]) for s in doubled} == {(2.0, 0), (2.0, 1)}
     cells = {(s["condition"]["sae_type"], s["condition"]["scale"]) for s in summaries}
     assert len(cells) == 4
     assert {s["seed"] for s in summaries} == {0, 1, 2}
     assert all(s["provenance"]["epochs"] <= 2 for s in summaries)  # no token seen > twice
     names = sorted(p.parent.name for p in study.glob("*/metrics.json"))
-    assert "0_relu_none_alpha=1.0_seed=0" in names  # condition and seed, each word once
+    assert "0_relu_none_alpha=1.0_seed=0_steps=8" in names  # condition and seed, each once
 
 
 def test_every_line_of_the_sweep_names_its_job(sweep: tuple[Path, str]) -> None:
@@ -69,7 +74,7 @@ def test_every_line_of_the_sweep_names_its_job(sweep: tuple[Path, str]) -> None:
     lines = [line for line in out.splitlines() if line.strip()]
     tagged = [line for line in lines if line.startswith("[job ")]
     assert all(line.startswith(("[job ", *own)) for line in lines), lines
-    for num in range(12):
+    for num in range(16):
         mine = [line for line in tagged if line.startswith(f"[job {num}] ")]
         assert any(line.startswith(f"[job {num}] run dir: {study}/{num}_") for line in mine)
         assert f"[job {num}] nsae: note: a debug preset's run" in "\n".join(mine)
@@ -104,3 +109,11 @@ def test_the_report_renders_every_section_from_the_runs(study: Path) -> None:
         assert cell["metrics"]["l0"]["mean"] == pytest.approx(sum(l0s) / 3)
         traced += 1
     assert traced == 4
+    doubling = section["doubling"]  # each condition's scale-2 cell, 8 -> 16 steps, seeds 0, 1
+    assert set(doubling) == {"standard SAE, plain loss, alpha", "Normalized SAE, plain loss, alpha"}
+    for entry in doubling.values():
+        assert entry["steps"] == [8, 16] and entry["seeds"] == [0, 1]
+        base = [by_dir[s] for s in entry["sources"] if by_dir[s]["steps"] == 8]
+        twice = [by_dir[s] for s in entry["sources"] if by_dir[s]["steps"] == 16]
+        l0 = [sum(r["metrics"]["l0"]["mean"] for r in rs) / 2 for rs in (base, twice)]
+        assert entry["changes"]["l0"] == pytest.approx((l0[1] - l0[0]) / abs(l0[0]))

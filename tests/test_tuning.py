@@ -1,6 +1,5 @@
-"""experiment=nsae_tuning: the sweeper's `only` axes, the tuning rule on constructed
-candidates (closed-form KL at matched L0), and the study presets' defaults against the
-published choices."""
+"""experiment=nsae_tuning: the sweeper's `only` axes and the tuning rule on constructed
+candidates (closed-form KL at matched L0)."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import math
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from nsae.errors import NsaeError
 from nsae.report.runs import Run
@@ -44,11 +42,25 @@ def test_only_sweeps_an_axis_where_its_condition_holds() -> None:
     assert restrict_axes(jobs, {}) == jobs
     two = restrict_axes(jobs, {"noise": ["sae_type=normalized_sae", "lr=2"]})  # both must hold
     assert len(two) == 2 + 1 + 2 and ["sae_type=normalized_sae", "lr=1"] in two
+    either = restrict_axes(jobs, {"noise": [["sae_type=normalized_sae", "lr=2"], ["lr=1"]]})
+    assert either == [
+        ["sae_type=none", "lr=1", "noise=0"],
+        ["sae_type=none", "lr=1", "noise=0.5"],
+        ["sae_type=none", "lr=2"],
+        ["sae_type=normalized_sae", "lr=1", "noise=0"],
+        ["sae_type=normalized_sae", "lr=1", "noise=0.5"],
+        ["sae_type=normalized_sae", "lr=2", "noise=0"],
+        ["sae_type=normalized_sae", "lr=2", "noise=0.5"],
+    ]
 
 
 @pytest.mark.parametrize(
     ("only", "words"),
-    [({"noise": ["sae_type"]}, "is not an override"), ({"nois": ["sae_type=x"]}, "valid: lr")],
+    [
+        ({"noise": ["sae_type"]}, "is not an override"),
+        ({"noise": [["sae_type=x"], ["lr"]]}, "is not an override"),
+        ({"nois": ["sae_type=x"]}, "valid: lr"),
+    ],
 )
 def test_only_refuses_bad_entries_in_one_line(only: dict, words: str) -> None:
     jobs = product(sae_type=["none"], lr=["1"], noise=["0"])
@@ -130,34 +142,46 @@ def test_rule_averages_layers_and_seeds_and_breaks_ties_by_order() -> None:
     assert [c.chosen for c in cands] == [True, False]  # equal: the one that sorts first
 
 
-def test_study_presets_default_to_the_published_choices() -> None:
-    """The published tuning report's choices are conf/tuned/kjv_gpt2.yaml's, and the study
-    presets compose them for every condition."""
-    from hydra import compose, initialize_config_dir
+@pytest.mark.slow
+def test_a_real_tuning_sweep_trains_each_axis_where_it_applies_and_reports_the_choice(
+    tmp_path: Path,
+) -> None:
+    """experiment=nsae_tuning shrunk (debug=study, one norm, two learning rates, two noises,
+    one seed): the noise axis only for the Normalized SAE, the k axis for neither; the
+    report is the tuning report and its choices are candidates that ran."""
+    from tests.conftest import run_cli
 
-    from nsae.constants import CONF_DIR
+    sweep = tmp_path / "tuning"
+    over = ["experiment=nsae_tuning", "debug=study", "hydra/launcher=basic",
+            "sae_type=none,normalized_sae", "normalization_method=none", "optim.lr=1e-3,1e-2",
+            "sae.noise_std=0,0.3", "seed=0", f"hydra.sweep.dir={sweep}",
+            f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    proc = run_cli("-m", *over, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dirs = sorted(p.parent.name for p in sweep.glob("*/metrics.json"))
+    assert len(dirs) == 2 * 2 + 2 * 2 * 2  # lr x scale (+ noise for the Normalized SAE)
+    assert sum("_relu_" in d and "noise=none" in d for d in dirs) == 4
+    assert {d.rsplit("noise=", 1)[1] for d in dirs if "normalized_sae" in d} == {"0", "0.3"}
+    assert not any("_k=" in d for d in dirs)
+    proc = run_cli_report(sweep)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = json.loads((sweep / "report.json").read_text())
+    assert "sections" not in rec  # the tuning report, not the study's
+    tuned = rec["tuning"]
+    assert len(tuned["candidates"]) == 2 + 4
+    assert all(len(c["runs"]) == 2 for c in tuned["candidates"])  # two sparsities each
+    assert tuned["choices"]["none"]["none"]["lr"] in (1e-3, 1e-2)
+    nsae = tuned["choices"]["normalized_sae"]["none"]
+    assert nsae["lr"] in (1e-3, 1e-2) and nsae["noise_std"] in (0, 0.3)
+    assert sum(c["chosen"] for c in tuned["candidates"]) == 2
+    assert "## Tuning" in (sweep / "report.md").read_text()
 
-    published = json.loads(PUBLISHED.read_text())["tuning"]["choices"]
-    tuned = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "tuned/kjv_gpt2.yaml"))
-    assert isinstance(tuned, dict)
-    assert published.keys() == tuned["lr"].keys() == {"none", "normalized_sae"}
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        for sae, by_norm in published.items():
-            assert by_norm.keys() == {"none", "input_norm", "input_norm_squared"}
-            for norm, choice in by_norm.items():
-                assert tuned["lr"][sae][norm] == pytest.approx(choice["lr"])
-                for preset in ("nsae_study", "nsae_baselines"):
-                    for coeff in ("alpha", "beta"):
-                        over = [
-                            f"experiment={preset}",
-                            f"sae_type={sae}",
-                            f"normalization_method={norm}",
-                            f"coeff={coeff}",
-                        ]
-                        cfg = compose("config", overrides=over)
-                        assert cfg.optim.lr == pytest.approx(choice["lr"]), (preset, over)
-                        if sae == "normalized_sae":
-                            assert tuned["noise_std"][sae][norm] == pytest.approx(
-                                choice["noise_std"]
-                            )
-                            assert cfg.sae.noise_std == pytest.approx(choice["noise_std"])
+
+def run_cli_report(sweep: Path):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "nsae.report", str(sweep), "--no-figures"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip

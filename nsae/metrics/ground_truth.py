@@ -24,6 +24,9 @@ so every token-based value is exact under DDP. With decile edges [L, 9] (see
 `nsae.metrics.binned.decile_edges`), every token-based metric is also kept per norm decile
 of the token's ||x|| (bin k: edges[k-1] <= ||x|| < edges[k]); `excess_l0` against the
 decile is the cleanest measure of a norm bias, since the truth's L0 is known per token.
+On a source with massive directions (`nsae.data.massive`) the evaluation keeps a second
+instance over the tokens that do not carry them: its token metrics are reported with the
+suffix NO_OUTLIERS (`f1_no_outliers`, ...).
 """
 
 from __future__ import annotations
@@ -41,9 +44,10 @@ from nsae.metrics.summary import finite_or_none
 TOKEN_METRICS = ("precision", "recall", "f1", "shrinkage", "true_l0", "excess_l0")
 DECODER_METRICS = ("mcc", "uniqueness", "mcc_random")
 NAMES = (*DECODER_METRICS, *TOKEN_METRICS)
-_COUNTS = ("n", "true_l0", "sae_l0", "shrink", "shrink_n")  # per [L, K]
+_COUNTS = ("n", "true_l0", "sae_l0", "shrink", "shrink_n", "norm")  # per [L, K]
 _LATENT_COUNTS = ("tp", "fp", "fn")  # per [L, K, M]
 MIN_INPUT_NORM = 1e-6
+NO_OUTLIERS = "_no_outliers"  # the token metrics' suffix over the tokens without massive directions
 
 
 RANDOM_SEED = 0x5EEDBA5E  # not a small seed: sae_lens draws its true dictionary with torch.randn
@@ -146,6 +150,7 @@ class GroundTruthMetrics(ShapedMetric):
             "sae_l0": fires_NLM.sum(-1),
             "shrink": ratio_NL,
             "shrink_n": valid_NL,
+            "norm": x_norm_NL,
         }
         for name, v_NL in per_token.items():
             added_LK = torch.einsum("nlk,nl->lk", onehot_NLK, v_NL.double())
@@ -190,11 +195,12 @@ class GroundTruthMetrics(ShapedMetric):
             raise NsaeError("GroundTruthMetrics was built without norm decile edges")
         with self.sync_context():
             counts = self._counts(True)
-        return {"count": counts["n"]} | self._token_metrics(counts)
+        mean_norm = _safe_ratio(counts["norm"], counts["n"])
+        return {"count": counts["n"], "mean_norm": mean_norm} | self._token_metrics(counts)
 
     def to_json(self, layers: list[int]) -> dict[str, Any]:
-        """{"layer_<i>": [10 x {bin, lo, hi, count, precision, ..., excess_l0}]}, null where
-        a bin is empty or a value is not finite."""
+        """{"layer_<i>": [10 x {bin, lo, hi, count, mean_norm, precision, ..., excess_l0}]},
+        null where a bin is empty or a value is not finite (mean_norm: of the bin's ||x||)."""
         values = {k: v.detach().cpu().tolist() for k, v in self.compute_by_decile().items()}
         edges = self.edges_L9.cpu().tolist()
         out = {}
@@ -204,6 +210,7 @@ class GroundTruthMetrics(ShapedMetric):
             for k in range(N_DECILES):
                 count = int(values["count"][j][k])
                 row = {"bin": k, "lo": bounds[k], "hi": bounds[k + 1], "count": count}
+                row["mean_norm"] = finite_or_none(values["mean_norm"][j][k]) if count else None
                 for name in TOKEN_METRICS:
                     row[name] = finite_or_none(values[name][j][k]) if count else None
                 rows.append(row)

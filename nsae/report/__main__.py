@@ -25,6 +25,7 @@ from nsae.report.runs import Run, load_sweep
 from nsae.report.sections import (
     Ctx,
     claims,
+    convergence,
     curves,
     dictionary,
     ground_truth,
@@ -62,7 +63,8 @@ def build(sweep_dir: Path, figures: bool = True) -> tuple[Path, Path, list[str]]
         blocks = [*top, Contents(), *tuning.build(runs, ctx), *setup, *appendix_runs(runs)]
         return write(sweep_dir, blocks, record | {"tuning": ctx.record}, problems)
     record["sections"] = []
-    secs = sections(runs)
+    studied, doubled = convergence.split(runs)  # twice the steps: the doubling check only
+    secs = sections(studied)
     many = len(secs) > 1
     body: list[Block] = []
     appendix: list[Block] = []
@@ -87,11 +89,12 @@ def build(sweep_dir: Path, figures: bool = True) -> tuple[Path, Path, list[str]]
             figures,
         )
         pareto = matched.pareto_figures(sec, ctx)
+        doubling = convergence.build(sec, doubled, ctx)  # before the claims: their caveats
         first = premise.build(sec, ctx)
         results_table = results.build(sec, ctx)
         matched_table = matched.build(sec, ctx)
         claim_part = claims.build(sec, ctx) + ground_truth.build(sec, ctx)
-        rest = curves.build(sec, ctx) + dictionary.build(sec, ctx)
+        rest = doubling + curves.build(sec, ctx) + dictionary.build(sec, ctx)
         title = f"Section: {sec.title}"
         if pareto:
             pareto = [Heading("Pareto frontiers", 3, f"{ctx.prefix}pareto"), *pareto]
@@ -107,7 +110,7 @@ def build(sweep_dir: Path, figures: bool = True) -> tuple[Path, Path, list[str]]
     if across.record:
         record["across_sources"] = across.record
     seeds = record.get("seeds", [])
-    n_done = sum(r.status == "done" for r in runs)
+    n_done = sum(r.status == "done" for r in studied)
     blocks: list[Block] = [
         *top,
         *summary.build(entries, n_done, seeds, many),

@@ -21,6 +21,7 @@ class Ctx:
     record: dict[str, Any] = field(default_factory=dict)  # this section's report.json entry
     figures: bool = True  # False: numbers only (no figure drawn, none shown)
     verdicts: list[dict[str, Any]] = field(default_factory=list)  # the verdict table's rows
+    unconverged: dict[str, str] = field(default_factory=dict)  # condition label: why (doubling)
 
     def figure(self, name: str, caption: str, draw: Callable[[Path], Any]) -> list[Block]:
         """Draw figure `name` with draw(path); return the block that shows it."""

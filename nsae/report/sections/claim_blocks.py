@@ -100,6 +100,15 @@ def entry(claim: Claim, ctx: Ctx, j: Judgement, number: str) -> dict:
     }
 
 
+def unconverged(j: Judgement, ctx: Ctx) -> list[str]:
+    """A caveat per condition of the judgement's comparisons that doubling found not
+    converged (sections/convergence.py)."""
+    names = {n for r in j.rows for n in str(r.get("pair", "")).split(" vs ")}
+    return [
+        f"{n} not converged ({ctx.unconverged[n]})" for n in sorted(names & set(ctx.unconverged))
+    ]
+
+
 def claim_blocks(claims: tuple[Claim, ...], section: Section, ctx: Ctx, record_key: str) -> list:
     """Each claim as its heading, statement, rule, and per scope its verdict, caveats and
     comparisons; the records go to ctx.record[record_key] and each judgement to the verdict
@@ -126,6 +135,7 @@ def claim_blocks(claims: tuple[Claim, ...], section: Section, ctx: Ctx, record_k
             blocks.append(Text(f"Not judged: {why}."))
             ctx.verdicts.append(entry(claim, ctx, Judgement("—", NOT_JUDGED, []), why))
         for j in js:
+            j.caveats += unconverged(j, ctx)
             ctx.verdicts.append(entry(claim, ctx, j, j.key))
             apart = "" if j.counted else " (shown apart: not proposed by the write-up)"
             blocks.append(Text(f"**{j.scope}**{apart}: **{j.verdict}**. Key number: {j.key}."))

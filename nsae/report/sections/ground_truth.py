@@ -25,6 +25,7 @@ import math
 
 import numpy as np
 
+from nsae.metrics.ground_truth import DECODER_METRICS, NO_OUTLIERS
 from nsae.report import plots, verdicts
 from nsae.report.document import Block, Heading, Text
 from nsae.report.groups import Condition, Section, label
@@ -38,6 +39,7 @@ from nsae.report.stats import mean_ci
 SLOPE = "excess_l0_norm_slope"
 GT_KEY = "ground_truth_by_norm_decile"
 RECOVERY_METRICS = ("mcc", "f1")
+EXCLUDED = "; outlier tokens excluded"  # a scope's words for the NO_OUTLIERS metrics
 
 
 def slope(log_norm: list[float], excess: list[float]) -> float | None:
@@ -47,13 +49,16 @@ def slope(log_norm: list[float], excess: list[float]) -> float | None:
     return float(np.polyfit(np.asarray(log_norm), np.asarray(excess), 1)[0])
 
 
-def run_slopes(run: Run) -> dict[str, float | None]:
-    """{"layer_<i>": excess_l0_norm_slope, "mean": the mean over layers (None if any is)}."""
+def run_slopes(run: Run, suffix: str = "") -> dict[str, float | None]:
+    """{"layer_<i>": excess_l0_norm_slope, "mean": the mean over layers (None if any is)},
+    over all tokens, or (suffix NO_OUTLIERS) over the tokens without massive directions.
+    A decile's norm: its ground-truth row's mean_norm, else by_norm_decile's."""
     assert run.summary is not None
-    gt, binned = run.summary.get(GT_KEY, {}), run.summary.get("by_norm_decile", {})
+    gt, binned = run.summary.get(GT_KEY + suffix, {}), run.summary.get("by_norm_decile", {})
     out: dict[str, float | None] = {}
     for key, rows in gt.items():
         norms = {r["bin"]: r.get("mean_norm") for r in binned.get(key, [])}
+        norms |= {r["bin"]: r["mean_norm"] for r in rows if r.get("mean_norm") is not None}
         pts = [
             (math.log(norms[r["bin"]]), r["excess_l0"])
             for r in rows
@@ -66,10 +71,22 @@ def run_slopes(run: Run) -> dict[str, float | None]:
 
 
 def add_slopes(runs: list[Run]) -> None:
-    """Add `excess_l0_norm_slope` to the metrics of every run with ground-truth deciles."""
+    """Add `excess_l0_norm_slope` (and its NO_OUTLIERS twin) to the metrics of every run
+    with ground-truth deciles."""
     for r in runs:
-        if r.summary is not None and r.summary.get(GT_KEY) and SLOPE not in r.summary["metrics"]:
-            r.summary["metrics"][SLOPE] = run_slopes(r)
+        for suffix in ("", NO_OUTLIERS):
+            s = r.summary
+            if s is not None and s.get(GT_KEY + suffix) and SLOPE + suffix not in s["metrics"]:
+                s["metrics"][SLOPE + suffix] = run_slopes(r, suffix)
+
+
+def token_sets(section: Section) -> list[tuple[str, str]]:
+    """(metric suffix, scope words): all tokens, and where the source has massive
+    directions, the tokens without them."""
+    excluded = any(
+        r.summary is not None and r.summary.get(GT_KEY + NO_OUTLIERS) for r in section.runs
+    )
+    return [("", "")] + ([(NO_OUTLIERS, EXCLUDED)] if excluded else [])
 
 
 def random_baseline(runs: list[Run]) -> str:
@@ -106,30 +123,36 @@ def standard_pairs(section: Section) -> list[tuple[Condition, Condition]]:
     )
 
 
-def _reduced_rows(section: Section, x: Condition, y: Condition) -> list[dict]:
+def _reduced_rows(section: Section, x: Condition, y: Condition, suffix: str) -> list[dict]:
+    what = "excess slope" + suffix.replace("_", " ")
     return [
         r
         for layer in section.layers()
         for r in matched_rows(
-            section, x, y, SLOPE, layer, lambda d, _: verdicts.sign(d, -1), what="excess slope"
+            section, x, y, SLOPE + suffix, layer, lambda d, _: verdicts.sign(d, -1), what=what
         )
     ]
 
 
 def reduced(section: Section) -> list[Judgement]:
-    """The plain-loss Normalized SAE first (counted); normalised losses apart."""
+    """The plain-loss Normalized SAE first (counted); normalised losses apart; each on all
+    tokens, then without the outlier tokens (where the source has them)."""
     add_slopes(section.runs)
     prs = sorted(standard_pairs(section), key=lambda p: p[0][1] != "none")
     return [
-        judgement(f"{label(x)} vs {label(y)}", _reduced_rows(section, x, y), x[1] == "none")
+        judgement(
+            f"{label(x)} vs {label(y)}{words}", _reduced_rows(section, x, y, suffix), x[1] == "none"
+        )
         for x, y in prs
+        for suffix, words in token_sets(section)
     ]
 
 
-def _recovery_rows(section: Section, x: Condition, y: Condition) -> list[dict]:
+def _recovery_rows(section: Section, x: Condition, y: Condition, suffix: str) -> list[dict]:
+    metrics = [m if m in DECODER_METRICS else m + suffix for m in RECOVERY_METRICS]
     return [
         r
-        for metric in RECOVERY_METRICS
+        for metric in metrics
         for layer in section.layers()
         for r in matched_rows(
             section, x, y, metric, layer, lambda d, ref: verdicts.non_inferior(d, ref), what=metric
@@ -138,17 +161,20 @@ def _recovery_rows(section: Section, x: Condition, y: Condition) -> list[dict]:
 
 
 def recovery(section: Section) -> list[Judgement]:
-    """The plain-loss pair first; pairs with a normalised loss apart (not counted)."""
+    """The plain-loss pair first; pairs with a normalised loss apart (not counted); each on
+    all tokens, then without the outlier tokens (MCC, from the decoder alone, is the same)."""
     out = []
     n, s = find(section, ("normalized_sae", "none", "alpha", None)), find(section, BASELINE)
-    if n and s:
-        out.append(judgement(f"{label(n)} vs {label(s)}", _recovery_rows(section, n, s)))
     prs = [p for p in dict.fromkeys([*sae_pairs(section), *standard_pairs(section)])]
     other = [p for p in prs if p[0][1] != "none" or p[1][1] != "none"]
-    if other:
-        rows = [r for x, y in other for r in _recovery_rows(section, x, y)]
-        scope = "every pair with a normalised loss (Normalized SAE vs standard SAE), pooled"
-        out.append(judgement(scope, rows, False))
+    for suffix, words in token_sets(section):
+        if n and s:
+            rows = _recovery_rows(section, n, s, suffix)
+            out.append(judgement(f"{label(n)} vs {label(s)}{words}", rows))
+        if other:
+            rows = [r for x, y in other for r in _recovery_rows(section, x, y, suffix)]
+            scope = "every pair with a normalised loss (Normalized SAE vs standard SAE), pooled"
+            out.append(judgement(scope + words, rows, False))
     return out
 
 
