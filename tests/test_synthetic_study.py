@@ -181,8 +181,9 @@ def study(tmp_path_factory) -> Path:
         base / "sweep",
         "experiment=nsae_synthetic_study",
         "debug=study",
-        "source=synthetic",  # narrows the preset's grid to 2 x 5 x 3 = 30 jobs
+        "source=synthetic",  # narrows the preset's grid to 2 x 5 x 3 = 30 jobs, and 4 doubled
         "normalization_method=none",
+        "seed=0,1,2",
         "logger=csv",
     )
     return base / "sweep"
@@ -190,13 +191,15 @@ def study(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_the_synthetic_study_report_renders_the_ground_truth_claims(study: Path) -> None:
-    summaries = [json.loads(p.read_text()) for p in study.glob("*/metrics.json")]
+    every = [json.loads(p.read_text()) for p in study.glob("*/metrics.json")]
+    summaries = [s for s in every if s["steps"] == 8]  # debug=study's steps; 16: doubled
     assert len(summaries) == 30 and {s["seed"] for s in summaries} == {0, 1, 2}
+    assert len(every) == 34 and {s["steps"] for s in every} == {8, 16}
     assert all(s["metrics"]["mcc"]["mean"] is not None for s in summaries)
     proc = report(study, "--no-figures")
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = (study / "report.md").read_text()
-    assert "### Ground truth" in md
+    assert "### Ground truth" in md and "### Convergence by doubling" in md
     for claim in ("excess_l0_norm_reduced", "recovery"):
         assert re.search(rf"^#### {claim}: (SUPPORTED|BETTER|CONTRADICTED|INCONCLUSIVE)$", md, re.M)
     assert 'id="verdicts"' not in md and "id='verdicts'" in (study / "report.html").read_text()
