@@ -252,7 +252,8 @@ class LMActivations:
 
 class SyntheticActivations:
     """Synthetic layers (`nsae.data.synthetic`): the norm sample from the "norm" stream, the
-    evaluation set as indices of the "eval" stream (batches of data.batch_size tokens), no
+    evaluation set as indices of the data.eval_split stream ("eval" or "validation";
+    batches of data.batch_size tokens), no
     cache; no token is at position 0 (there is no BOS)."""
 
     cache = None
@@ -264,7 +265,7 @@ class SyntheticActivations:
         rank: int = 0, world: int = 1,
     ) -> None:  # fmt: skip
         self.data = data
-        self.synthetic = SyntheticSource(source, layers, seed, device)
+        self.synthetic = SyntheticSource(source, layers, seed, device, data.eval_split)
         self.norm_sample = self.synthetic.norm_sample(data.n_norm_tokens)
         self.norm_positions = torch.ones(len(self.norm_sample), dtype=torch.long)
         indices = self.synthetic.eval_indices(data.n_eval_tokens, data.batch_size, rank, world)

@@ -27,7 +27,9 @@ Streams are deterministic: `sample(n, stream, index)` seeds the device's global 
 (which sae_lens samples from, forked so that no other random state changes) from
 sha256(seed, stream, index). Training chunk k of rank r of w is index k w + r of the "train"
 stream: the ranks' shares are disjoint, each is reproducible, together they are the 1-rank
-stream, and skipping k chunks costs nothing. "norm" and "eval" are separate streams.
+stream, and skipping k chunks costs nothing. "norm", "eval" and "validation" are separate
+streams (evaluation reads "eval", or "validation" under data.eval_split=validation: where a
+tuning sweep chooses its settings).
 Results are reproducible per device type (CPU and CUDA generators differ).
 """
 
@@ -50,6 +52,7 @@ from nsae.data.massive import Massive
 from nsae.errors import NsaeError
 
 TOKEN_NORM_KINDS = ("none", "lognormal", "mixture")
+EVAL_STREAMS = ("eval", "validation")  # data.eval_split on a synthetic source
 LAYER_SEED_STRIDE = 1000  # sae_lens offsets a model's seed by 0..4 for its parts
 INSTALL = 'pip install -e ".[saelens]"'
 
@@ -140,7 +143,14 @@ class SyntheticSource:
     seed is `model.seed`, so every condition of a grid shares the same truth).
     """
 
-    def __init__(self, cfg: Any, layers: list[int], seed: int, device: torch.device | str) -> None:
+    def __init__(
+        self,
+        cfg: Any,
+        layers: list[int],
+        seed: int,
+        device: torch.device | str,
+        eval_stream: str = "eval",
+    ) -> None:
         synthetic = _sae_lens_synthetic()
         cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
         n_layers, self.d_model = synthetic_dims(cfg)
@@ -151,6 +161,12 @@ class SyntheticSource:
             )
         self.cfg, self.layers, self.seed = cfg, list(layers), seed
         self.device = torch.device(device)
+        if eval_stream not in EVAL_STREAMS:
+            raise NsaeError(
+                f"data.eval_split={eval_stream!r} on a synthetic source; valid: "
+                + ", ".join(EVAL_STREAMS)
+            )
+        self.eval_stream = eval_stream  # "validation": where a tuning sweep chooses
         self.chunk_tokens = int(cfg.get("chunk_tokens", 4096))
         self.token_norm = TokenNorm(**(_plain(cfg.get("token_norm")) or {}))
         growth = float(cfg.get("layer_growth", 1.0))
@@ -247,8 +263,8 @@ class SyntheticSource:
         return list(range(-(-n_tokens // batch_tokens)))[rank::world]
 
     def eval_batch(self, index: int, batch_tokens: int) -> SyntheticBatch:
-        """Evaluation batch `index`, with its true features."""
-        return self.sample(batch_tokens, "eval", index)
+        """Evaluation batch `index` (of the eval_stream), with its true features."""
+        return self.sample(batch_tokens, self.eval_stream, index)
 
     def eval_batches(
         self, n_tokens: int, batch_tokens: int, rank: int = 0, world: int = 1

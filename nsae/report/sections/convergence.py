@@ -111,7 +111,8 @@ def build(section: Section, doubled: list[Run], ctx: Ctx) -> list[Block]:
             record,
             "Convergence by doubling",
             f"Each condition's doubled cell (in the studies: at its default coefficient, seeds "
-            f"0 and 1), trained again with twice the steps ({' → '.join(map(str, steps))}, the same schedule stretched): per metric "
+            f"0 and 1), trained again with twice the steps ({' → '.join(map(str, steps))}; the "
+            f"same warm-up, the decay stretched): per metric "
             f"the mean over the seeds that have both runs, and the relative change. A condition "
             f"is converged if every change is below {TOL:.0%}; the verdicts resting on one that "
             f"is not say so in their caveats.",
