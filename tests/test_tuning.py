@@ -84,6 +84,25 @@ def run(
     return Run(Path(f"{sae}_{lr}_{noise}_{seed}_{l0[0]}"), "x", cfg, "done", summary=summary)
 
 
+def mcc_run(lr: float, l0: float, mcc: float) -> Run:
+    """A finished synthetic-source run: MCC, no KL."""
+    r = run("none", lr, None, 0, [l0], [1.0])
+    r.summary["metrics"] = {k: v for k, v in r.summary["metrics"].items() if k != "kl"}  # type: ignore[index]
+    r.summary["metrics"]["mcc"] = {"layer_0": mcc, "mean": mcc}  # type: ignore[index]
+    return r
+
+
+def test_on_a_synthetic_source_the_highest_mcc_at_matched_l0_wins() -> None:
+    a = [mcc_run(1e-3, 10.0, 0.50), mcc_run(1e-3, 40.0, 0.70)]
+    b = [mcc_run(1e-2, 10.0, 0.60), mcc_run(1e-2, 40.0, 0.66)]
+    (cands,) = choose(a + b).values()
+    ref = 20.0  # the geometric mean of 10, 40, 10, 40
+    t = math.log(ref / 10) / math.log(4)  # halfway in log L0
+    assert [c.value for c in cands] == pytest.approx([0.5 + 0.2 * t, 0.6 + 0.06 * t])
+    assert [c.chosen for c in cands] == [False, True]  # 0.63 beats 0.60
+    assert cands[0].objective.metric == "mcc"
+
+
 def at(l0: tuple[float, float], kl: tuple[float, float], target: float) -> float:
     """Closed form: log KL linear in log L0 through the two points, at `target`."""
     t = math.log(target / l0[0]) / math.log(l0[1] / l0[0])
@@ -107,7 +126,7 @@ def test_rule_picks_lowest_kl_at_matched_l0_not_at_equal_coefficient() -> None:
     assert 40 <= ref <= 80  # brackets both
     kl_a, kl_b = at((40, 160), (0.10, 0.05), ref), at((10, 80), (0.12, 0.06), ref)
     assert kl_b < kl_a
-    assert [c.kl for c in cands] == pytest.approx([kl_a, kl_b], rel=1e-12)
+    assert [c.value for c in cands] == pytest.approx([kl_a, kl_b], rel=1e-12)
     assert [c.chosen for c in cands] == [False, True]
     assert choices(choose(a + b)) == {"normalized_sae": {"none": {"lr": 3e-3, "noise_std": 0.1}}}
 
@@ -117,7 +136,7 @@ def test_rule_prefers_a_candidate_that_brackets_the_reference() -> None:
     b = [run("none", 3e-3, None, 0, [10.0], [0.12]), run("none", 3e-3, None, 0, [400.0], [0.03])]
     c = [run("none", 1e-2, None, 0, [500.0], [0.01]), run("none", 1e-2, None, 0, [900.0], [0.008])]
     (cands,) = choose(b + c).values()
-    assert cands[1].kl < cands[0].kl and not cands[1].eligible and cands[0].eligible
+    assert cands[1].value < cands[0].value and not cands[1].eligible and cands[0].eligible
     assert [x.chosen for x in cands] == [True, False]
 
 
@@ -137,7 +156,7 @@ def test_rule_averages_layers_and_seeds_and_breaks_ties_by_order() -> None:
         (math.log(at((10, 40), (0.2, 0.1), ref[0])) + math.log(at((20, 80), (0.4, 0.2), ref[1])))
         / 2
     )
-    assert [c.kl for c in cands] == pytest.approx([expect, expect], rel=1e-12)
+    assert [c.value for c in cands] == pytest.approx([expect, expect], rel=1e-12)
     assert [c.pairs for c in cands] == [4, 4]  # 2 seeds x 2 layers
     assert [c.chosen for c in cands] == [True, False]  # equal: the one that sorts first
 

@@ -1,15 +1,17 @@
 """The tuning rule (experiment=nsae_tuning), fixed before its runs: per condition, the
 candidate setting (learning rate, and the Normalized SAE's noise) with the lowest KL at
-matched L0 on the validation split.
+matched L0 on the validation split (on a synthetic source, which has no LM and so no KL:
+the highest MCC with the true features at matched L0).
 
 For a condition (SAE type, normalization method) and each layer, the *reference L0* is the
 geometric mean of the L0s every finished run of the condition reaches on that layer. A
 candidate's runs at one seed (one per sparsity) give points (log L0, log KL) per layer; its
 log KL at the reference is interpolated linearly between them (`stats.interp_log`:
 extrapolated when its L0s do not bracket the reference). Its score is the mean of those
-values over layers and seeds; exp(score) is its KL at matched L0 (a geometric mean). The
-choice is the lowest score among the candidates that bracket the reference on every layer
-and seed; if none does, among those that bracket it most often. Ties go to the setting
+values over layers and seeds; exp(score) is its KL at matched L0 (a geometric mean; MCC is
+interpolated and averaged as it is). The choice is the best score among the candidates
+that bracket the reference on every layer and seed; if none does, among those that bracket
+it most often. Ties go to the setting
 that sorts first. A choice at the smallest or largest value tried of some key is flagged
 (the best value may lie beyond the grid)."""
 
@@ -25,6 +27,17 @@ from nsae.report.runs import Run
 from nsae.report.stats import interp_log
 
 TUNED = ("optim.lr", "sae.noise_std")  # what a tuning sweep varies within a condition
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    name: str
+    lower: bool  # lower is better
+    log: bool  # interpolated and averaged as log values
+
+
+OBJECTIVES = (Objective("kl", "KL", True, True), Objective("mcc", "MCC", False, False))
 DEFAULTS = {"optim.lr": 3e-3, "sae.noise_std": 0.1}  # the untuned values, for comparison
 VALIDATION = "validation"  # the split settings are chosen on (conf/data/kjv.yaml)
 
@@ -36,15 +49,21 @@ Setting = tuple[float | None, ...]  # the values of TUNED (None: the type has no
 class Candidate:
     cond: Cond
     setting: Setting
+    objective: Objective = OBJECTIVES[0]
     runs: list[Run] = field(default_factory=list)
-    score: float | None = None  # mean log KL at the reference L0s
+    score: float | None = None  # the mean (log) objective at the reference L0s; lower: better
     bracketed: int = 0  # (seed, layer) pairs whose L0s bracket the reference
     pairs: int = 0
     chosen: bool = False
 
     @property
-    def kl(self) -> float | None:
-        return None if self.score is None else math.exp(self.score)
+    def value(self) -> float | None:
+        """The objective at matched L0 (KL: a geometric mean)."""
+        if self.score is None:
+            return None
+        if self.objective.log:
+            return math.exp(self.score)
+        return self.score if self.objective.lower else -self.score
 
     @property
     def eligible(self) -> bool:
@@ -88,14 +107,23 @@ def is_tuning(runs: list[Run]) -> bool:
     return any(len(s) > 1 for s in seen.values())
 
 
+def objective(runs: list[Run]) -> Objective:
+    """KL where the runs have it (an LM source), else MCC (a synthetic one)."""
+    for obj in OBJECTIVES:
+        if any(r.status == "done" and r.value(obj.metric) is not None for r in runs):
+            return obj
+    return OBJECTIVES[0]
+
+
 def choose(runs: list[Run]) -> dict[Cond, list[Candidate]]:
     """Every condition's candidates, scored, the chosen one marked (see the module doc)."""
+    obj = objective(runs)
     by_cond: dict[Cond, dict[Setting, Candidate]] = defaultdict(dict)
     for r in runs:
         if r.status != "done":
             continue
         cond, s = (r.sae_type, r.norm), setting(r)
-        by_cond[cond].setdefault(s, Candidate(cond, s)).runs.append(r)
+        by_cond[cond].setdefault(s, Candidate(cond, s, obj)).runs.append(r)
     out = {}
     for cond, cands in by_cond.items():
         done = [r for c in cands.values() for r in c.runs]
@@ -122,11 +150,10 @@ def _score(cand: Candidate, layers: list[int], ref: dict[int, float | None]) -> 
         for i in layers:
             target = ref[i]
             l0 = [r.value("l0", i) for r in seed_runs]
-            kl = [r.value("kl", i) for r in seed_runs]
-            logkl = [math.log(k) if k is not None and k > 0 else None for k in kl]
+            ys = [_badness(r.value(cand.objective.metric, i), cand.objective) for r in seed_runs]
             if target is None:
                 return
-            y, extrapolated = interp_log(l0, logkl, target)  # type: ignore[arg-type]
+            y, extrapolated = interp_log(l0, ys, target)  # type: ignore[arg-type]
             if y is None:
                 return
             cand.pairs += 1
@@ -159,6 +186,14 @@ def choices(chosen: dict[Cond, list[Candidate]]) -> dict[str, dict[str, dict[str
                     if v is not None
                 }
     return dict(out)
+
+
+def _badness(v: float | None, obj: Objective) -> float | None:
+    """The value as a score, lower better: log KL, or -MCC."""
+    if v is None or (obj.log and v <= 0):
+        return None
+    y = math.log(v) if obj.log else v
+    return y if obj.lower else -y
 
 
 def _sort_key(s: Setting) -> tuple:

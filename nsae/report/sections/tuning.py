@@ -1,6 +1,7 @@
 """The report of a tuning sweep (experiment=nsae_tuning): the rule, the choice per condition
-beside the untuned default, every candidate's KL at matched L0 against the learning rate
-(one curve per noise), and every candidate's numbers (nsae/report/tuning.py decides)."""
+beside the untuned default, every candidate's KL (or, on a synthetic source, MCC) at matched
+L0 against the learning rate (one curve per noise), and every candidate's numbers
+(nsae/report/tuning.py decides)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,21 @@ from nsae.report.plots import panels
 from nsae.report.runs import Run
 from nsae.report.sections import Ctx, fmt, natural
 
-RULE = (
-    "**The rule** (fixed before the runs; `nsae/report/tuning.py`): per condition and layer, "
-    "the reference L0 is the geometric mean of the L0s all of the condition's runs reach. "
-    "Each candidate's log KL is interpolated linearly in log L0 between its two sparsities "
-    "at that reference, per layer and seed, and averaged: its *KL at matched L0* (a "
-    "geometric mean). The choice is the lowest among the candidates whose L0s bracket the "
-    "reference on every layer and seed (if none does: among those that bracket it most "
-    "often). KL is measured on the validation split, which neither training nor the "
-    "studies' evaluation sees."
-)
+
+def rule(obj: tuning.Objective) -> str:
+    how = "log " if obj.log else ""
+    mean = " (a geometric mean)" if obj.log else ""
+    best = "lowest" if obj.lower else "highest"
+    return (
+        "**The rule** (fixed before the runs; `nsae/report/tuning.py`): per condition and "
+        "layer, the reference L0 is the geometric mean of the L0s all of the condition's runs "
+        f"reach. Each candidate's {how}{obj.name} is interpolated linearly in log L0 between "
+        "its two sparsities at that reference, per layer and seed, and averaged: its "
+        f"*{obj.name} at matched L0*{mean}. The choice is the {best} among the candidates "
+        "whose L0s bracket the reference on every layer and seed (if none does: among those "
+        f"that bracket it most often). {obj.name} is measured on the validation split, which "
+        "neither training nor the studies' evaluation sees."
+    )
 
 
 def cond_words(cond: tuning.Cond) -> str:
@@ -29,6 +35,8 @@ def cond_words(cond: tuning.Cond) -> str:
 
 def build(runs: list[Run], ctx: Ctx) -> list[Block]:
     chosen = tuning.choose(runs)
+    obj = tuning.objective(runs)
+    at_l0 = f"{obj.name} at matched L0"
     conds = sorted(chosen, key=lambda c: (c[0] != "none", c[0], list(NORM_WORDS).index(c[1])))
     rows, every = [], []
     for cond in conds:
@@ -36,16 +44,16 @@ def build(runs: list[Run], ctx: Ctx) -> list[Block]:
         best = next((c for c in cands if c.chosen), None)
         default = next((c for c in cands if c.is_default()), None)
         change = (
-            f"{(best.kl / default.kl - 1) * 100:+.1f}%"
-            if best and default and best.kl and default.kl
+            f"{(best.value / default.value - 1) * 100:+.1f}%"
+            if best and default and best.value and default.value
             else "n/a"
         )
         rows.append(
             [
                 cond_words(cond),
                 best.words() if best else "n/a",
-                fmt(best.kl if best else None),
-                fmt(default.kl if default else None),
+                fmt(best.value if best else None),
+                fmt(default.value if default else None),
                 change,
                 f"{best.bracketed}/{best.pairs}" if best else "n/a",
                 str(len(cands)),
@@ -57,7 +65,7 @@ def build(runs: list[Run], ctx: Ctx) -> list[Block]:
                 [
                     cond_words(cond),
                     c.words(),
-                    fmt(c.kl),
+                    fmt(c.value),
                     f"{c.bracketed}/{c.pairs}",
                     "n/a" if (span := c.l0_span()) is None else f"{span[0]:.3g}-{span[1]:.3g}",
                     fmt(c.alive_min()),
@@ -71,7 +79,8 @@ def build(runs: list[Run], ctx: Ctx) -> list[Block]:
             "sae_type": c.cond[0],
             "normalization_method": c.cond[1],
             **{k.split(".")[-1]: v for k, v in zip(tuning.TUNED, c.setting, strict=True)},
-            "kl_at_matched_l0": c.kl,
+            "objective": obj.metric,
+            "at_matched_l0": c.value,
             "bracketed": c.bracketed,
             "pairs": c.pairs,
             "frac_alive_min": c.alive_min(),
@@ -84,20 +93,21 @@ def build(runs: list[Run], ctx: Ctx) -> list[Block]:
     ]
     figure = ctx.figure(
         "tuning",
-        "KL at matched L0 on the validation split (log) against the learning rate, one curve "
-        "per training noise (the Normalized SAE); lower is better.",
+        f"{at_l0} on the validation split{' (log)' if obj.log else ''} against the learning "
+        "rate, one curve per training noise (the Normalized SAE); "
+        f"{'lower' if obj.lower else 'higher'} is better.",
         lambda path: panels(
-            curves(chosen, conds), "learning rate", "KL at matched L0", path, logx=True, logy=True
+            curves(chosen, conds), "learning rate", at_l0, path, logx=True, logy=obj.log
         ),
     )
     return [
         Heading("Tuning", 2, "tuning"),
-        Text(RULE),
+        Text(rule(obj)),
         Table(
             [
                 "condition",
                 "chosen",
-                "KL at matched L0",
+                at_l0,
                 "untuned (lr 0.003, noise 0.1)",
                 "change",
                 "bracketed",
@@ -118,7 +128,7 @@ def build(runs: list[Run], ctx: Ctx) -> list[Block]:
                     [
                         "condition",
                         "setting",
-                        "KL at matched L0",
+                        at_l0,
                         "bracketed",
                         "L0 range",
                         "least alive fraction",
@@ -138,11 +148,11 @@ def curves(chosen: dict[tuning.Cond, list[tuning.Candidate]], conds: list[tuning
         series: dict[str, tuple[list[float], list[float]]] = {}
         for c in chosen[cond]:
             lr, noise = c.setting[0], c.setting[1]
-            if lr is None or c.kl is None:
+            if lr is None or c.value is None:
                 continue
             name = "no noise (standard SAE)" if noise is None else f"noise {noise:g}"
             xs, ys = series.setdefault(name, ([], []))
             xs.append(lr)
-            ys.append(c.kl)
+            ys.append(c.value)
         data[cond_words(cond)] = series
     return data
