@@ -11,7 +11,7 @@ import pytest
 
 from nsae.errors import NsaeError
 from nsae.report.runs import Run
-from nsae.report.tuning import choices, choose, is_tuning
+from nsae.report.tuning import choices, choose, is_tuning, untuned
 from nsae.sweep import restrict_axes
 from tests.conftest import ROOT
 
@@ -89,6 +89,7 @@ def mcc_run(lr: float, l0: float, mcc: float) -> Run:
     r = run("none", lr, None, 0, [l0], [1.0])
     r.summary["metrics"] = {k: v for k, v in r.summary["metrics"].items() if k != "kl"}  # type: ignore[index]
     r.summary["metrics"]["mcc"] = {"layer_0": mcc, "mean": mcc}  # type: ignore[index]
+    r.config["source.kind"] = "synthetic"
     return r
 
 
@@ -101,6 +102,8 @@ def test_on_a_synthetic_source_the_highest_mcc_at_matched_l0_wins() -> None:
     assert [c.value for c in cands] == pytest.approx([0.5 + 0.2 * t, 0.6 + 0.06 * t])
     assert [c.chosen for c in cands] == [False, True]  # 0.63 beats 0.60
     assert cands[0].objective.metric == "mcc"
+    assert untuned(a + b)["optim.lr"] == 1e-2  # the synthetic study's lr before tuning
+    assert untuned([run("none", 1e-3, None, 0, [1.0], [1.0])])["optim.lr"] == 3e-3
 
 
 def at(l0: tuple[float, float], kl: tuple[float, float], target: float) -> float:

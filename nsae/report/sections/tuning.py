@@ -37,12 +37,14 @@ def build(runs: list[Run], ctx: Ctx) -> list[Block]:
     chosen = tuning.choose(runs)
     obj = tuning.objective(runs)
     at_l0 = f"{obj.name} at matched L0"
+    base = tuning.untuned(runs)
+    base_words = ", ".join(f"{k.split('.')[-1]} {v:g}" for k, v in base.items())
     conds = sorted(chosen, key=lambda c: (c[0] != "none", c[0], list(NORM_WORDS).index(c[1])))
     rows, every = [], []
     for cond in conds:
         cands = chosen[cond]
         best = next((c for c in cands if c.chosen), None)
-        default = next((c for c in cands if c.is_default()), None)
+        default = next((c for c in cands if c.is_default(base)), None)
         change = (
             f"{(best.value / default.value - 1) * 100:+.1f}%"
             if best and default and best.value and default.value
@@ -108,7 +110,7 @@ def build(runs: list[Run], ctx: Ctx) -> list[Block]:
                 "condition",
                 "chosen",
                 at_l0,
-                "untuned (lr 0.003, noise 0.1)",
+                f"untuned ({base_words})",
                 "change",
                 "bracketed",
                 "candidates",
