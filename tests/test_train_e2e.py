@@ -33,9 +33,9 @@ METRIC_KEYS = {
 }
 
 
-def train_losses(run_dir: Path) -> list[float]:
+def train_losses(run_dir: Path, key: str = "train/loss") -> list[float]:
     with open(run_dir / "logs" / "metrics.csv") as fh:
-        return [float(r["train/loss"]) for r in csv.DictReader(fh) if r.get("train/loss")]
+        return [float(r[key]) for r in csv.DictReader(fh) if r.get(key)]
 
 
 EVERY_S = 0.1  # console.progress_every_s in these runs (short: a fast machine trains 40
@@ -123,9 +123,14 @@ def test_metrics_json_has_every_layer_and_mean(finished_run) -> None:
 
 
 def test_loss_fell(finished_run) -> None:
+    """The loss fell, and its reconstruction part by 30%: in 40 steps the sparsity part may
+    rise again as features grow (the Normalized SAE's L1 rebounds), so the total alone is a
+    weak signal."""
     losses = train_losses(finished_run[1])
     assert len(losses) >= 3
-    assert losses[-1] < 0.7 * losses[0]
+    assert losses[-1] < losses[0]
+    mse = train_losses(finished_run[1], "train/mse/mean")
+    assert mse[-1] < 0.7 * mse[0]
 
 
 def test_export_reloads_to_the_trained_weights(finished_run) -> None:

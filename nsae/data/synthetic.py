@@ -27,10 +27,9 @@ Streams are deterministic: `sample(n, stream, index)` seeds the device's global 
 (which sae_lens samples from, forked so that no other random state changes) from
 sha256(seed, stream, index). Training chunk k of rank r of w is index k w + r of the "train"
 stream: the ranks' shares are disjoint, each is reproducible, together they are the 1-rank
-stream, and skipping k chunks costs nothing. "norm", "eval" and "validation" are separate
-streams (evaluation reads "eval", or "validation" under data.eval_split=validation: where a
-tuning sweep chooses its settings).
-Results are reproducible per device type (CPU and CUDA generators differ).
+stream, and skipping k chunks costs nothing. "norm", "eval" and "validation" (read under
+data.eval_split=validation, for tuning) are separate streams. Results are reproducible per
+device type (CPU and CUDA generators differ).
 """
 
 from __future__ import annotations
@@ -144,13 +143,9 @@ class SyntheticSource:
     """
 
     def __init__(
-        self,
-        cfg: Any,
-        layers: list[int],
-        seed: int,
-        device: torch.device | str,
+        self, cfg: Any, layers: list[int], seed: int, device: torch.device | str,
         eval_stream: str = "eval",
-    ) -> None:
+    ) -> None:  # fmt: skip
         synthetic = _sae_lens_synthetic()
         cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
         n_layers, self.d_model = synthetic_dims(cfg)
@@ -162,9 +157,9 @@ class SyntheticSource:
         self.cfg, self.layers, self.seed = cfg, list(layers), seed
         self.device = torch.device(device)
         if eval_stream not in EVAL_STREAMS:
+            valid = ", ".join(EVAL_STREAMS)
             raise NsaeError(
-                f"data.eval_split={eval_stream!r} on a synthetic source; valid: "
-                + ", ".join(EVAL_STREAMS)
+                f"data.eval_split={eval_stream!r} on a synthetic source; valid: {valid}"
             )
         self.eval_stream = eval_stream  # "validation": where a tuning sweep chooses
         self.chunk_tokens = int(cfg.get("chunk_tokens", 4096))
