@@ -67,9 +67,10 @@ class Evaluator(nn.Module):
                 self.ground_truth_typical = typical.to(W.device)
 
     def start(self) -> None:
-        for gt in (self.ground_truth, self.ground_truth_typical):
-            if gt is not None:  # decoder-only matching, once per evaluation
-                gt.set_decoder(self.sae[0].W_dec_LMD.detach())
+        if self.ground_truth is not None:  # decoder-only matching, once per evaluation
+            self.ground_truth.set_decoder(self.sae[0].W_dec_LMD.detach())
+            if self.ground_truth_typical is not None:  # the same decoder: its matches too
+                self.ground_truth_typical.copy_decoder(self.ground_truth)
 
     def update(self, dm: Any, batch: Tensor, splice: bool) -> None:
         """One evaluation batch of the datamodule `dm`'s activation source (`dm.acts`)."""
@@ -106,7 +107,7 @@ class Evaluator(nn.Module):
             return
         lm = acts.harvester
         logp_clean = shared(index_B, lambda: clean_log_probs(lm.logits(ids_BT)))
-        clean = clean_dist(logp_clean)  # P and its entropy term once for every layer
+        clean = clean_dist(logp_clean)  # P once for every layer's splice
         # SAEBench splices only at its mask's positions (the original activation is kept at
         # BOS/EOS/pad): a second forward, needed only if a spliced position is outside it
         sb_N = mask_BT[keep_BT]  # which harvested tokens SAEBench splices

@@ -125,6 +125,11 @@ class GroundTruthMetrics(ShapedMetric):
                 truth_FD = self.true_dict_LFD[j].float().cpu()
                 self.decoder_L3[j, 2] = mcc_and_uniqueness(abs_cosine(random_MD, truth_FD))[0]
 
+    def copy_decoder(self, other: GroundTruthMetrics) -> None:
+        """`set_decoder`'s results from another instance matched to the same decoder."""
+        self.best_LM.copy_(other.best_LM)
+        self.decoder_L3.copy_(other.decoder_L3)
+
     def _bins(self, x_NLD: Tensor) -> Tensor:
         """[N, L] the norm decile of each token (0 everywhere without edges)."""
         if not self.binned:

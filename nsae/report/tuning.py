@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nsae.report.runs import Run
+from nsae.report.runs import Run, _num
 from nsae.report.stats import interp_log
 
 TUNED = ("optim.lr", "sae.noise_std")  # what a tuning sweep varies within a condition
@@ -97,7 +97,7 @@ class Candidate:
 
 
 def setting(run: Run) -> Setting:
-    return tuple(_float(run.config.get(k)) for k in TUNED)
+    return tuple(_num(run.config.get(k)) for k in TUNED)
 
 
 def is_tuning(runs: list[Run]) -> bool:
@@ -208,13 +208,6 @@ def _badness(v: float | None, obj: Objective) -> float | None:
 
 def _sort_key(s: Setting) -> tuple:
     return tuple(-1.0 if v is None else v for v in s)
-
-
-def _float(v: object) -> float | None:
-    try:
-        return None if v is None else float(v)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
 
 
 def _geomean(vals: list[float | None]) -> float | None:

@@ -9,13 +9,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import numpy as np
-
 from nsae.constants import BOOKKEEPING
 from nsae.report.document import Block, Table
 from nsae.report.groups import Section, condition, label, order
 from nsae.report.runs import Run
 from nsae.report.sections import Ctx, natural
+from nsae.report.stats import mean_ci
 
 TOL = 0.03  # a relative change from doubling at or above this: not converged
 STEPS = "trainer.max_steps"
@@ -72,8 +71,8 @@ def build(section: Section, doubled: list[Run], ctx: Ctx) -> list[Block]:
             continue
         changes, cells = {}, []
         for metric in present:
-            base = _mean([a.value(metric) for a, _ in found])
-            dbl = _mean([b.value(metric) for _, b in found])
+            base = _mean_of([a.value(metric) for a, _ in found])
+            dbl = _mean_of([b.value(metric) for _, b in found])
             if base is None or dbl is None:
                 cells.append("n/a")
                 continue
@@ -121,6 +120,6 @@ def build(section: Section, doubled: list[Run], ctx: Ctx) -> list[Block]:
     ]
 
 
-def _mean(vals: list[float | None]) -> float | None:
-    v = [x for x in vals if x is not None]
-    return float(np.mean(v)) if v else None
+def _mean_of(vals: list[float | None]) -> float | None:
+    stat = mean_ci(vals)
+    return None if stat is None else stat.mean
