@@ -18,11 +18,11 @@ def rule(obj: tuning.Objective) -> str:
     mean = " (a geometric mean)" if obj.log else ""
     best = "lowest" if obj.lower else "highest"
     return (
-        "**The rule** (fixed before the runs; `nsae/report/tuning.py`): per condition and "
+        "**The rule** (fixed before the runs; nsae/report/tuning.py): per condition and "
         "layer, the reference L0 is the geometric mean of the L0s all of the condition's runs "
         f"reach. Each candidate's {how}{obj.name} is interpolated linearly in log L0 between "
         "its two sparsities at that reference, per layer and seed, and averaged: its "
-        f"*{obj.name} at matched L0*{mean}. The choice is the {best} among the candidates "
+        f"{obj.name} at matched L0{mean}. The choice is the {best} among the candidates "
         "whose L0s bracket the reference on every layer and seed (if none does: among those "
         f"that bracket it most often). {obj.name} is measured on the validation split, which "
         "neither training nor the studies' evaluation sees."
@@ -96,7 +96,8 @@ def build(runs: list[Run], ctx: Ctx) -> list[Block]:
     figure = ctx.figure(
         "tuning",
         f"{at_l0} on the validation split{' (log)' if obj.log else ''} against the learning "
-        "rate, one curve per training noise (the Normalized SAE); "
+        "rate, one curve per training noise (the Normalized SAE), every candidate drawn, "
+        "those whose L0s do not bracket the reference (not eligible) too; "
         f"{'lower' if obj.lower else 'higher'} is better.",
         lambda path: panels(
             curves(chosen, conds), "learning rate", at_l0, path, logx=True, logy=obj.log
@@ -110,17 +111,18 @@ def build(runs: list[Run], ctx: Ctx) -> list[Block]:
                 "condition",
                 "chosen",
                 at_l0,
-                f"untuned ({base_words})",
+                "untuned",
                 "change",
                 "bracketed",
                 "candidates",
-                "edge of the grid",
+                "edge",
             ],
             rows,
         ),
         Text(
-            "The chosen values are the study presets' per-condition defaults "
-            "(`conf/tuned/`); a condition's choice applies to its coeff=beta cell too."
+            f"Untuned: {base_words}, what the study presets used before tuning. The chosen "
+            "values are the study presets' per-condition defaults (conf/tuned/); a "
+            "condition's choice applies to its coeff=beta cell too."
         ),
         *figure,
         Collapsed(
