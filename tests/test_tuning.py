@@ -11,7 +11,7 @@ import pytest
 
 from nsae.errors import NsaeError
 from nsae.report.runs import Run
-from nsae.report.tuning import choices, choose, is_tuning, untuned
+from nsae.report.tuning import caveats, choices, choose, is_tuning, untuned
 from nsae.sweep import restrict_axes
 from tests.conftest import ROOT
 
@@ -141,6 +141,9 @@ def test_rule_prefers_a_candidate_that_brackets_the_reference() -> None:
     (cands,) = choose(b + c).values()
     assert cands[1].value < cands[0].value and not cands[1].eligible and cands[0].eligible
     assert [x.chosen for x in cands] == [True, False]
+    kl_c = at((500, 900), (0.01, 0.008), (10 * 400 * 500 * 900) ** 0.25)  # extrapolated
+    assert caveats(cands[0], cands) == [f"lr 0.01 scores better ({kl_c:.4g}) but brackets 0/1"]
+    assert caveats(cands[1], cands) == []  # nothing scores better
 
 
 def test_rule_averages_layers_and_seeds_and_breaks_ties_by_order() -> None:

@@ -13,7 +13,8 @@ interpolated and averaged as it is). The choice is the best score among the cand
 that bracket the reference on every layer and seed; if none does, among those that bracket
 it most often. Ties go to the setting
 that sorts first. A choice at the smallest or largest value tried of some key is flagged
-(the best value may lie beyond the grid)."""
+(the best value may lie beyond the grid), and so is a better score of a candidate that
+does not bracket (its value is extrapolated; the best setting may lie among them)."""
 
 from __future__ import annotations
 
@@ -181,6 +182,20 @@ def at_edge(cand: Candidate, cands: list[Candidate]) -> list[str]:
         if len(tried) > 2 and v is not None and v in (tried[0], tried[-1]):
             end = "smallest" if v == tried[0] else "largest"
             out.append(f"{key.split('.')[-1]} {v:g} is the {end} tried")
+    return out
+
+
+def caveats(cand: Candidate, cands: list[Candidate]) -> list[str]:
+    """What may make the choice not the best: `at_edge`, and every candidate scoring better
+    without bracketing the reference everywhere (its value extrapolated)."""
+    out = at_edge(cand, cands)
+    if cand.score is None:
+        return out
+    for c in cands:
+        if c is not cand and c.score is not None and c.score < cand.score:
+            out.append(
+                f"{c.words()} scores better ({c.value:.4g}) but brackets {c.bracketed}/{c.pairs}"
+            )
     return out
 
 

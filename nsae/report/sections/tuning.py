@@ -24,7 +24,9 @@ def rule(obj: tuning.Objective) -> str:
         "its two sparsities at that reference, per layer and seed, and averaged: its "
         f"{obj.name} at matched L0{mean}. The choice is the {best} among the candidates "
         "whose L0s bracket the reference on every layer and seed (if none does: among those "
-        f"that bracket it most often). {obj.name} is measured on the validation split, which "
+        "that bracket it most often). A choice at the edge of the grid, or beaten by a "
+        "candidate that does not bracket (an extrapolated value), is named under caveats: "
+        f"the best setting may lie there. {obj.name} is measured on the validation split, which "
         "neither training nor the studies' evaluation sees."
     )
 
@@ -59,7 +61,7 @@ def build(runs: list[Run], ctx: Ctx) -> list[Block]:
                 change,
                 f"{best.bracketed}/{best.pairs}" if best else "n/a",
                 str(len(cands)),
-                "; ".join(tuning.at_edge(best, cands)) if best else "",
+                "; ".join(tuning.caveats(best, cands)) if best else "",
             ]
         )
         for c in cands:
@@ -87,7 +89,7 @@ def build(runs: list[Run], ctx: Ctx) -> list[Block]:
             "pairs": c.pairs,
             "frac_alive_min": c.alive_min(),
             "chosen": c.chosen,
-            "at_edge": tuning.at_edge(c, chosen[cond]) if c.chosen else [],
+            "caveats": tuning.caveats(c, chosen[cond]) if c.chosen else [],
             "runs": sorted((r.rel for r in c.runs), key=natural),
         }
         for cond in conds
@@ -115,7 +117,7 @@ def build(runs: list[Run], ctx: Ctx) -> list[Block]:
                 "change",
                 "bracketed",
                 "candidates",
-                "edge",
+                "caveats",
             ],
             rows,
         ),
