@@ -210,3 +210,14 @@ def run_cli_report(sweep: Path):
         [sys.executable, "-m", "nsae.report", str(sweep), "--no-figures"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
+
+
+def test_an_extrapolated_mcc_stays_inside_its_range() -> None:
+    # B's two L0s are close and far below the reference: a line through them reaches MCC
+    # 1.67 at the reference, which no SAE can have; the score stops at 1.
+    a = [mcc_run(1e-3, 20.0, 0.60), mcc_run(1e-3, 400.0, 0.70)]
+    b = [mcc_run(1e-2, 10.0, 0.50), mcc_run(1e-2, 11.0, 0.60)]
+    (cands,) = choose(a + b).values()
+    assert cands[1].value == 1.0 and not cands[1].eligible
+    assert [c.chosen for c in cands] == [True, False]
+    assert caveats(cands[0], cands) == ["lr 0.01 scores better (1) but brackets 0/1"]

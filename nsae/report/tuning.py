@@ -36,9 +36,10 @@ class Objective:
     name: str
     lower: bool  # lower is better
     log: bool  # interpolated and averaged as log values
+    span: tuple[float, float] | None = None  # the metric's range: extrapolation stays inside
 
 
-OBJECTIVES = (Objective("kl", "KL", True, True), Objective("mcc", "MCC", False, False))
+OBJECTIVES = (Objective("kl", "KL", True, True), Objective("mcc", "MCC", False, False, (0.0, 1.0)))
 # the values the study presets used before tuning, per source kind: the report's comparison
 UNTUNED = {
     "lm": {"optim.lr": 3e-3, "sae.noise_std": 0.1},
@@ -167,6 +168,9 @@ def _score(cand: Candidate, layers: list[int], ref: dict[int, float | None]) -> 
             y, extrapolated = interp_log(l0, ys, target)  # type: ignore[arg-type]
             if y is None:
                 return
+            if cand.objective.span is not None:  # e.g. an extrapolated MCC stays in [0, 1]
+                lo, hi = sorted(_badness(b, cand.objective) for b in cand.objective.span)  # type: ignore[type-var]
+                y = min(max(y, lo), hi)
             cand.pairs += 1
             cand.bracketed += not extrapolated
             values.append(y)
