@@ -1,5 +1,6 @@
-"""experiment=nsae_tuning: the sweeper's `only` axes and the tuning rule on constructed
-candidates (closed-form KL at matched L0)."""
+"""experiment=nsae_tuning: the sweeper's `only` axes, the tuning rule on constructed
+candidates (closed-form KL at matched L0), and the study presets' defaults against the
+published choices."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from nsae.errors import NsaeError
 from nsae.report.runs import Run
@@ -221,3 +223,59 @@ def test_an_extrapolated_mcc_stays_inside_its_range() -> None:
     assert cands[1].value == 1.0 and not cands[1].eligible
     assert [c.chosen for c in cands] == [True, False]
     assert caveats(cands[0], cands) == ["lr 0.01 scores better (1) but brackets 0/1"]
+
+
+@pytest.mark.parametrize(
+    ("report", "tuned_file", "presets", "variants"),
+    [
+        (
+            "tuning",
+            "kjv_gpt2",
+            ("nsae_study", "nsae_baselines"),
+            {
+                "none": {"none", "input_norm", "input_norm_squared"},
+                "normalized_sae": {"none", "input_norm", "input_norm_squared"},
+                "jumprelu": {"none"},
+                "topk": {"none"},
+                "batchtopk": {"none"},
+            },
+        ),
+        (
+            "tuning_synthetic",
+            "synthetic",
+            ("nsae_synthetic_study",),
+            {
+                "none": {"none", "input_norm_squared"},
+                "normalized_sae": {"none", "input_norm_squared"},
+            },
+        ),
+    ],
+)
+def test_study_presets_default_to_the_published_choices(
+    report: str, tuned_file: str, presets: tuple[str, ...], variants: dict[str, set[str]]
+) -> None:
+    """A published tuning report's choices are its conf/tuned/ file's, and the presets that
+    read that file compose them for every condition."""
+    from hydra import compose, initialize_config_dir
+
+    from nsae.constants import CONF_DIR
+
+    published = json.loads((ROOT / "docs/results" / report / "report.json").read_text())
+    published = published["tuning"]["choices"]
+    tuned = OmegaConf.to_container(OmegaConf.load(CONF_DIR / f"tuned/{tuned_file}.yaml"))
+    assert isinstance(tuned, dict)
+    assert {s: set(n) for s, n in published.items()} == variants
+    assert {s: set(n) for s, n in tuned["lr"].items()} == variants
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        for sae, by_norm in published.items():
+            for norm, choice in by_norm.items():
+                assert tuned["lr"][sae][norm] == pytest.approx(choice["lr"])
+                if "noise_std" in choice:
+                    assert tuned["noise_std"][sae][norm] == pytest.approx(choice["noise_std"])
+                for preset in presets:
+                    over = [f"experiment={preset}", f"sae_type={sae}"]
+                    over += [f"normalization_method={norm}"]
+                    cfg = compose("config", overrides=over)
+                    assert cfg.optim.lr == pytest.approx(choice["lr"]), (preset, over)
+                    if "noise_std" in choice:
+                        assert cfg.sae.noise_std == pytest.approx(choice["noise_std"])
