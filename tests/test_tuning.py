@@ -17,7 +17,7 @@ from nsae.report.tuning import caveats, choices, choose, is_tuning, untuned
 from nsae.sweep import restrict_axes
 from tests.conftest import ROOT
 
-PUBLISHED = ROOT / "docs/results/tuning/report.json"
+RESULTS = ROOT / "docs/results"  # the published tuning reports
 
 
 def product(**axes: list[str]) -> list[list[str]]:
@@ -260,7 +260,7 @@ def test_study_presets_default_to_the_published_choices(
 
     from nsae.constants import CONF_DIR
 
-    published = json.loads((ROOT / "docs/results" / report / "report.json").read_text())
+    published = json.loads((RESULTS / report / "report.json").read_text())
     published = published["tuning"]["choices"]
     tuned = OmegaConf.to_container(OmegaConf.load(CONF_DIR / f"tuned/{tuned_file}.yaml"))
     assert isinstance(tuned, dict)

@@ -157,20 +157,21 @@ def _score(cand: Candidate, layers: list[int], ref: dict[int, float | None]) -> 
     by_seed: dict[int, list[Run]] = defaultdict(list)
     for r in cand.runs:
         by_seed[r.seed].append(r)
+    obj = cand.objective
+    # the metric's range as scores (e.g. an extrapolated MCC stays in [0, 1])
+    lo, hi = sorted(_badness(b, obj) for b in obj.span) if obj.span else (-math.inf, math.inf)  # type: ignore[type-var]
     values = []
     for seed_runs in by_seed.values():
         for i in layers:
             target = ref[i]
             l0 = [r.value("l0", i) for r in seed_runs]
-            ys = [_badness(r.value(cand.objective.metric, i), cand.objective) for r in seed_runs]
+            ys = [_badness(r.value(obj.metric, i), obj) for r in seed_runs]
             if target is None:
                 return
             y, extrapolated = interp_log(l0, ys, target)  # type: ignore[arg-type]
             if y is None:
                 return
-            if cand.objective.span is not None:  # e.g. an extrapolated MCC stays in [0, 1]
-                lo, hi = sorted(_badness(b, cand.objective) for b in cand.objective.span)  # type: ignore[type-var]
-                y = min(max(y, lo), hi)
+            y = min(max(y, lo), hi)
             cand.pairs += 1
             cand.bracketed += not extrapolated
             values.append(y)
