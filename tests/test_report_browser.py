@@ -45,7 +45,7 @@ window.addEventListener("load", () => {
     viewport: vw,
     imgs: [...document.images].map((i) => ({...box(i), natural: i.naturalWidth, alt: i.alt})),
     tables: [...document.querySelectorAll("table")].map((t) => ({
-      ...box(scroller(t)), scrolls: scroller(t) !== t,
+      ...box(scroller(t)), scrolls: scroller(t) !== t, inner: t.getBoundingClientRect().width,
       head: (t.rows[0] ? t.rows[0].textContent : "").slice(0, 60)})),
     verdicts: v ? {...box(v), table: !!(v.tagName === "TABLE" || v.querySelector("table"))}
                 : null,
@@ -152,3 +152,15 @@ def test_the_published_synthetic_report_opens_with_its_verdicts(tmp_path: Path) 
     assert len(m["imgs"]) >= 20
     for img in m["imgs"]:
         assert img["natural"] >= 800 and img["right"] <= m["viewport"] + 0.5, img
+
+
+@pytest.mark.parametrize("study", ["tuning", "tuning_synthetic"])
+def test_a_published_tuning_report_shows_its_choices_whole(study: str, tmp_path: Path) -> None:
+    """The choices table, caveats included, fits the viewport without scrolling sideways,
+    on the first two screens; the figure decoded."""
+    m = measure(ROOT / f"docs/results/{study}/report.html", tmp_path)
+    (choices,) = [t for t in m["tables"] if t["head"].startswith("conditionchosen")]
+    assert choices["inner"] <= m["viewport"] + 0.5, choices
+    assert choices["top"] < 2 * HEIGHT, choices
+    (img,) = m["imgs"]
+    assert img["natural"] >= 800 and img["right"] <= m["viewport"] + 0.5, img

@@ -120,6 +120,7 @@ def build(runs: list[Run], ctx: Ctx) -> list[Block]:
                 "caveats",
             ],
             rows,
+            anchor="tuning-choices",  # its caveats wrap (document.STYLE)
         ),
         Text(
             f"Untuned: {base_words}, what the study presets used before tuning. The chosen "
