@@ -130,7 +130,8 @@ STYLE = (
     "summary{cursor:pointer;font-weight:bold}"
     "#verdicts td,#verdicts th{white-space:normal;text-align:left;vertical-align:top}"
     "#glossary-table td{text-align:left;white-space:normal}"
-    "#tuning-choices td:last-child{white-space:normal;text-align:left;min-width:18em}"
+    "#tuning-choices td:last-child,#tuning-choices th:last-child"
+    "{white-space:normal;text-align:left;min-width:18em}"
     "#verdicts td:last-child{font-size:.85em;color:#444;min-width:16em}"
     ".toc{columns:2;font-size:.9em}"
 )
