@@ -34,9 +34,12 @@ def _values(runs: list[Run], key: str) -> list[Any]:
 
 
 def wall_times(runs: list[Run]) -> dict[str, float] | None:
-    """From the run directories' file times: the sweep's wall time (the first job's
-    config.yaml to the last job's metrics.json, both written by nsae) and the sum of the
-    trained jobs' own times (each job's config.yaml to its metrics.json)."""
+    """From the run directories' file times (each trained job's config.yaml, written first,
+    to its metrics.json, written last): the sweep's span (the first start to the last end),
+    its running time (the time in which at least one job ran: the span less the pauses
+    between sittings, e.g. a sweep stopped and continued later, or the baselines' three
+    commands run apart), and the sum of the jobs' own times. A job interrupted and resumed
+    counts from its first start, so a pause it sat through counts as running."""
     spans = []
     for r in runs:
         start, end = RunDir(r.path).config, RunDir(r.path).metrics
@@ -44,8 +47,13 @@ def wall_times(runs: list[Run]) -> dict[str, float] | None:
             spans.append((start.stat().st_mtime, end.stat().st_mtime))
     if not spans:
         return None
+    running, reach = 0.0, float("-inf")
+    for s, e in sorted(spans):
+        running += max(0.0, e - max(s, reach))
+        reach = max(reach, e)
     return {
         "sweep_seconds": max(e for _, e in spans) - min(s for s, _ in spans),
+        "running_seconds": running,
         "job_seconds_sum": sum(e - s for s, e in spans),
         "jobs": len(spans),
     }
@@ -76,11 +84,19 @@ def build(
     wall = wall_times(runs)
     record["wall_time"] = wall
     if wall:
+        paused = wall["sweep_seconds"] - wall["running_seconds"]
+        when = (
+            f"{_duration(wall['running_seconds'])} running (first job's start to last job's "
+            f"end, {_duration(wall['sweep_seconds'])}, less {_duration(paused)} in which no "
+            "job ran)"
+            if paused >= 60
+            else f"{_duration(wall['sweep_seconds'])} for the sweep (first job's start to "
+            "last job's end)"
+        )
         rows.append(
             [
                 "wall time",
-                f"{_duration(wall['sweep_seconds'])} for the sweep (first job's start to last "
-                f"job's end); {_duration(wall['job_seconds_sum'])} summed over its "
+                f"{when}; {_duration(wall['job_seconds_sum'])} summed over its "
                 f"{wall['jobs']} trained jobs",
             ]
         )
