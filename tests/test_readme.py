@@ -81,3 +81,43 @@ def test_published_verdict_table_is_what_the_reports_compute() -> None:
     the published report.json files: no verdict is typed by hand."""
     proc = script("results_verdicts.py", "--check", timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_moved_lists_exactly_the_verdicts_that_changed() -> None:
+    """The "which verdicts moved" table: a changed verdict, one only the new reports have and
+    one only the previous had are listed; an unchanged one, and one not counted, are not."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from results_verdicts import moved
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+
+    def v(claim: str, verdict: str, counted: bool = True) -> dict:
+        return {
+            "claim": claim,
+            "scope": "s",
+            "where": "all",
+            "verdict": verdict,
+            "counted": counted,
+        }
+
+    before = {
+        "study": {"verdicts": [v("a", "inconclusive"), v("b", "supported"), v("c", "better")]}
+    }
+    now = {
+        "study": {
+            "verdicts": [
+                v("a", "supported"),
+                v("b", "supported"),
+                v("d", "on par"),
+                v("e", "contradicted", counted=False),
+            ]
+        }
+    }
+    rows = moved(before, now)
+    assert rows == [
+        "| [study](study/report.md) | all | a | s | inconclusive | **supported** |",
+        "| [study](study/report.md) | all | d | s | — | **on par** |",
+        "| [study](study/report.md) | all | c | s | better | **—** |",
+    ]
+    assert moved(before, before) == []
