@@ -279,3 +279,25 @@ def test_study_presets_default_to_the_published_choices(
                     assert cfg.optim.lr == pytest.approx(choice["lr"]), (preset, over)
                     if "noise_std" in choice:
                         assert cfg.sae.noise_std == pytest.approx(choice["noise_std"])
+
+
+def test_the_tuning_figure_rings_the_choice_and_crosses_the_extrapolated() -> None:
+    """The figure's data: one curve per noise over the learning rates; the chosen candidate
+    once more as the one-point series CHOSEN, and the candidates that do not bracket the
+    reference L0 as EXTRAPOLATED, at their learning rates and values."""
+    from nsae.report.plot_layout import CHOSEN, EXTRAPOLATED
+    from nsae.report.sections.tuning import cond_words, curves
+
+    a = [mcc_run(1e-3, 10.0, 0.50), mcc_run(1e-3, 40.0, 0.70)]
+    b = [mcc_run(1e-2, 10.0, 0.60), mcc_run(1e-2, 40.0, 0.66)]
+    c = [mcc_run(3e-2, 50.0, 0.90), mcc_run(3e-2, 60.0, 0.91)]  # both above the reference
+    chosen = choose(a + b + c)
+    ((cond, cands),) = chosen.items()
+    best = next(c for c in cands if c.chosen)
+    (panel,) = curves(chosen, [cond]).values()
+    assert list(panel) == ["no noise (standard SAE)", EXTRAPOLATED, CHOSEN]
+    assert panel["no noise (standard SAE)"][0] == [1e-3, 1e-2, 3e-2]
+    assert panel[CHOSEN] == ([best.setting[0]], [best.value])
+    assert panel[EXTRAPOLATED] == ([3e-2], [cands[2].value])
+    assert best.setting[0] != 3e-2 and not cands[2].eligible
+    assert cond_words(cond) in curves(chosen, [cond])

@@ -68,8 +68,20 @@ def series_colors(names: list[str]) -> dict[str, tuple[float, ...]]:
     return {n: cs[i % len(cs)] for i, n in enumerate(names)}
 
 
-def series_style(name: str) -> dict[str, str]:
-    """Dashed for beta, square markers for the Normalized SAE."""
+# overlays: points of the other series marked again, without a line
+CHOSEN = "chosen"  # a black ring
+EXTRAPOLATED = "extrapolated (L0s do not bracket)"  # a black cross
+OVERLAYS = {
+    CHOSEN: {"marker": "o", "markersize": 13, "markerfacecolor": "none"},
+    EXTRAPOLATED: {"marker": "x", "markersize": 9},
+}
+
+
+def series_style(name: str) -> dict[str, Any]:
+    """Dashed for beta, square markers for the Normalized SAE; an overlay (OVERLAYS) its
+    black marker and no line."""
+    if name in OVERLAYS:
+        return OVERLAYS[name] | {"linestyle": "", "color": "black", "markeredgewidth": 1.6}
     return {
         "linestyle": "--" if ", beta" in name else "-",
         "marker": "s" if "Normalized" in name else "o",

@@ -8,6 +8,7 @@ from __future__ import annotations
 from nsae.report import tuning
 from nsae.report.document import Block, Collapsed, Heading, Table, Text
 from nsae.report.groups import NORM_WORDS, SAE_WORDS
+from nsae.report.plot_layout import CHOSEN, EXTRAPOLATED
 from nsae.report.plots import panels
 from nsae.report.runs import Run
 from nsae.report.sections import Ctx, fmt, natural
@@ -99,7 +100,8 @@ def build(runs: list[Run], ctx: Ctx) -> list[Block]:
         "tuning",
         f"{at_l0} on the validation split{' (log)' if obj.log else ''} against the learning "
         "rate, one curve per training noise (the Normalized SAE), every candidate drawn, "
-        "those whose L0s do not bracket the reference (not eligible) too; "
+        "those whose L0s do not bracket the reference (not eligible: their "
+        "values are extrapolated) crossed, and the choice ringed; "
         f"{'lower' if obj.lower else 'higher'} is better.",
         lambda path: panels(
             curves(chosen, conds), "learning rate", at_l0, path, logx=True, logy=obj.log
@@ -149,10 +151,14 @@ def build(runs: list[Run], ctx: Ctx) -> list[Block]:
 
 
 def curves(chosen: dict[tuning.Cond, list[tuning.Candidate]], conds: list[tuning.Cond]) -> dict:
-    """{condition: {noise series: (lrs, KLs)}} for `panels`."""
+    """{condition: {noise series: (lrs, KLs)}} for `panels`, and two overlays drawn on top:
+    the chosen candidate (CHOSEN, a ring) and the candidates whose value is extrapolated on
+    some seed or layer (EXTRAPOLATED, crosses: not eligible)."""
     data: dict[str, dict] = {}
     for cond in conds:
         series: dict[str, tuple[list[float], list[float]]] = {}
+        pick: tuple[list[float], list[float]] | None = None
+        out: tuple[list[float], list[float]] = ([], [])
         for c in chosen[cond]:
             lr, noise = c.setting[0], c.setting[1]
             if lr is None or c.value is None:
@@ -161,5 +167,14 @@ def curves(chosen: dict[tuning.Cond, list[tuning.Candidate]], conds: list[tuning
             xs, ys = series.setdefault(name, ([], []))
             xs.append(lr)
             ys.append(c.value)
+            if c.chosen:
+                pick = ([lr], [c.value])
+            if not c.eligible:
+                out[0].append(lr)
+                out[1].append(c.value)
+        if out[0]:
+            series[EXTRAPOLATED] = out
+        if pick:
+            series[CHOSEN] = pick
         data[cond_words(cond)] = series
     return data
