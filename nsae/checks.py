@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from nsae.config import resolve_layers, source_shape
+from nsae.constants import SAE_COMMON_KEYS
 from nsae.errors import NsaeError
 from nsae.memory import check_memory
 
@@ -87,7 +88,7 @@ def validate(cfg: Any, shape: tuple[int, int | None, int] | None = None) -> list
             f"source.hook_site={cfg.source.hook_site!r}; valid: {', '.join(HOOK_SITES)}"
         )
     check_accelerator(cfg.trainer)
-    from nsae.saes import check_combination
+    from nsae.saes import check_combination, check_options
 
     every = (cfg.sae.get("resample") or {}).get("every_steps", 0)
     if isinstance(every, bool) or not isinstance(every, int) or every < 0:
@@ -103,6 +104,7 @@ def validate(cfg: Any, shape: tuple[int, int | None, int] | None = None) -> list
 
     try:
         check_combination(cfg.sae.type, cfg.loss.normalization_method, cfg.coeff.mode)
+        check_options(cfg.sae.type, [k for k in cfg.sae if k not in SAE_COMMON_KEYS])
     except ValueError as err:
         raise NsaeError(str(err)) from None
     n_layers, max_positions, d_model = shape or source_shape(cfg.source)

@@ -45,6 +45,36 @@ def check_config_name(argv: list[str]) -> None:
                 raise NsaeError(f"--config-name {name}: no such config; valid: {names}")
 
 
+MODES = {  # Hydra runs one of these per command
+    "-m": "--multirun",
+    "--multirun": "--multirun",
+    "-r": "--run",
+    "--run": "--run",
+    "-c": "--cfg",
+    "--cfg": "--cfg",
+    "-i": "--info",
+    "--info": "--info",
+    "-sc": "--shell-completion",
+    "--shell-completion": "--shell-completion",
+}
+
+
+def check_modes(argv: list[str]) -> None:
+    """At most one of Hydra's modes (Hydra's own refusal is a traceback)."""
+    given = list(dict.fromkeys(MODES[a.split("=")[0]] for a in argv if a.split("=")[0] in MODES))
+    if len(given) > 1:
+        hint = (
+            "; to see a sweep job's config, give --cfg job with that job's overrides "
+            "(one value each, no -m)"
+            if {"--multirun", "--cfg"} <= set(given)
+            else ""
+        )
+        raise NsaeError(
+            f"{' and '.join(given)} cannot be combined: a command runs one of "
+            f"--multirun, --run, --cfg, --info, --shell-completion{hint}"
+        )
+
+
 def display(path: str) -> str:
     """A path as the user would type it: relative to the working directory when inside."""
     rel = os.path.relpath(path)
@@ -63,6 +93,7 @@ def main(entry: Callable[[], None]) -> None:
     argv = sys.argv[1:]
     checked = None
     try:
+        check_modes(argv)
         check_config_name(argv)
         check_group_choices(argv)
         check_launcher_extra(argv)

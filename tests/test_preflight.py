@@ -140,6 +140,20 @@ def test_a_bad_job_in_a_cli_sweep_stops_it_before_anything_is_written(cli, tmp_p
     assert "sae_type=foo is not an option" in cli("-m", "sae_type=choice(none,foo)").stderr
 
 
+def test_two_hydra_modes_are_refused_in_one_line(cli, tmp_path: Path) -> None:
+    """`-m --cfg job` (Hydra's own refusal is a traceback): one line naming both modes and
+    what to type instead; `--cfg job` alone still prints the job's config."""
+    sweep = tmp_path / "s"
+    proc = cli("-m", "--cfg", "job", "sae_type=none,normalized_sae", f"hydra.sweep.dir={sweep}")
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("nsae: error: --multirun and --cfg cannot be combined")
+    assert "--cfg job with that job's overrides" in lines[0]
+    assert not sweep.exists()
+    alone = cli("--cfg", "job", "sae_type=normalized_sae")
+    assert alone.returncode == 0 and "type: normalized_sae" in alone.stdout, alone.stderr
+
+
 @pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_sweep(cli, tmp_path: Path) -> None:
     """The middle job's loss is not finite (c_l x L1 overflows float32): it leaves failed.json,
@@ -199,3 +213,12 @@ def test_a_sweep_in_the_default_directory_reports_its_failed_job(cli, tmp_path: 
     [sweep] = (tmp_path / "outputs" / "sweeps").glob("*/*")
     assert len(list(sweep.glob("*/metrics.json"))) == 1
     assert len(list(sweep.glob("*/failed.json"))) == 1
+
+
+def test_an_option_the_sae_type_does_not_take_is_refused_naming_its_options() -> None:
+    from nsae.saes import check_options
+
+    with pytest.raises(ValueError, match=r"sae\.k is not an option of sae_type=none; valid: "):
+        check_options("none", ["k"])
+    check_options("topk", ["k"])  # TopK takes k
+    check_options("none", [])

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 
 from nsae.constants import COEFF_MODES
@@ -28,6 +29,22 @@ def build_sae(sae_type: str, n_layers: int, d_model: int, n_features: int, **kwa
     return sae_class(sae_type)(n_layers, d_model, n_features, **kwargs)
 
 
+def check_options(sae_type: str, keys: list[str]) -> None:
+    """Refuse an `sae.<key>` that the variant does not take (e.g. `+sae.k=3` on the standard
+    SAE), naming the ones it does."""
+    params = inspect.signature(sae_class(sae_type).__init__).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [n for n in params if n not in ("self", "n_layers", "d_model", "n_features")]
+    unknown = [k for k in keys if k not in valid]
+    if unknown:
+        raise ValueError(
+            f"sae.{unknown[0]} is not an option of sae_type={sae_type}; valid: "
+            f"{', '.join(f'sae.{n}' for n in valid) or 'none'} (and every type's "
+            "sae.expansion_factor, sae.init_b_dec, sae.resample)"
+        )
+
+
 def check_combination(sae_type: str, normalization_method: str, coeff_mode: str) -> None:
     """Refuse a (sae_type, normalization_method, coeff) condition that means nothing, with
     one line saying why: e.g. coeff=beta scales a sparsity coefficient, which topk,
@@ -50,4 +67,4 @@ def check_combination(sae_type: str, normalization_method: str, coeff_mode: str)
         )
 
 
-__all__ = ["SAE", "TrainOutput", "build_sae", "check_combination", "sae_class"]
+__all__ = ["SAE", "TrainOutput", "build_sae", "check_combination", "check_options", "sae_class"]
