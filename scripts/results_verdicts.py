@@ -129,12 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
     new = head + block() + tail
-    table = moved_block()
-    if table is None:
-        print(f"commit {PREVIOUS} is not in this clone: the moved block is left as it is")
-    elif MOVED_BEGIN in new:
-        head, rest = new.split(MOVED_BEGIN, 1)
-        new = head + table + rest.split(MOVED_END, 1)[1]
+    if MOVED_BEGIN in new:
+        table = moved_block()
+        if table is None:
+            print(f"commit {PREVIOUS} is not in this clone: the moved block is left as it is")
+        else:
+            head, rest = new.split(MOVED_BEGIN, 1)
+            new = head + table + rest.split(MOVED_END, 1)[1]
     if args.check:
         if new != text:
             print(f"{README} differs from its report.json files", file=sys.stderr)

@@ -34,6 +34,17 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subproce
     )
 
 
+def import_script(name: str):
+    """scripts/<name>.py as a module (scripts/ is not a package)."""
+    import importlib
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
 @pytest.fixture
 def cli():
     """`cli(*args)` runs `python -m nsae.train ARGS` in a subprocess."""

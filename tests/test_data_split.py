@@ -4,9 +4,7 @@ every split spanning Genesis to Revelation."""
 
 from __future__ import annotations
 
-import importlib
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from nsae.config import asset
-from tests.conftest import ROOT
+from tests.conftest import import_script
 
 T = 128  # conf/data/kjv.yaml's context_size
 
@@ -34,14 +32,6 @@ def token_stream(lines: list[str]) -> np.ndarray:
 
 def windows(ids: np.ndarray, n: int, stride: int = 1) -> list[int]:
     return [hash(ids[i : i + n].tobytes()) for i in range(0, len(ids) - n + 1, stride)]
-
-
-def script(name: str):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.pop(0)
 
 
 @pytest.mark.parametrize(
@@ -81,7 +71,7 @@ def test_both_splits_span_the_corpus_in_order() -> None:
 
 
 def test_split_rule_every_tenth_chapter() -> None:
-    make = script("make_sae_data")
+    make = import_script("make_sae_data")
     chapters = [[f"c{i} v{j}" for j in range(2)] for i in range(25)]
     chapters[3].append("Samuel 2")  # a numbered book's heading, parsed as a verse
     splits = make.sae_split(chapters)
@@ -93,7 +83,7 @@ def test_split_rule_every_tenth_chapter() -> None:
 
 @pytest.mark.skipif(shutil.which("bible") is None, reason="needs Debian's bible-kjv")
 def test_shipped_files_are_the_script_output_and_unseen_by_the_lm(tmp_path: Path) -> None:
-    make, source = script("make_sae_data"), script("train_source_model")
+    make, source = import_script("make_sae_data"), import_script("train_source_model")
     chapters = source.read_kjv_chapters()
     make.write_sae_data(chapters, tmp_path)
     for split in ("train", "validation", "eval"):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import import_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -86,11 +88,7 @@ def test_published_verdict_table_is_what_the_reports_compute() -> None:
 def test_moved_lists_exactly_the_verdicts_that_changed() -> None:
     """The "which verdicts moved" table: a changed verdict, one only the new reports have and
     one only the previous had are listed; an unchanged one, and one not counted, are not."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        from results_verdicts import moved
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    moved = import_script("results_verdicts").moved
 
     def v(claim: str, verdict: str, counted: bool = True) -> dict:
         return {

@@ -7,7 +7,7 @@ import importlib
 import inspect
 import pkgutil
 
-from nsae.constants import COEFF_MODES
+from nsae.constants import COEFF_MODES, SAE_COMMON_KEYS
 from nsae.saes.base import SAE, TrainOutput
 
 for _mod in pkgutil.iter_modules(__path__):
@@ -41,7 +41,7 @@ def check_options(sae_type: str, keys: list[str]) -> None:
         raise ValueError(
             f"sae.{unknown[0]} is not an option of sae_type={sae_type}; valid: "
             f"{', '.join(f'sae.{n}' for n in valid) or 'none'} (and every type's "
-            "sae.expansion_factor, sae.init_b_dec, sae.resample)"
+            f"{', '.join(f'sae.{n}' for n in SAE_COMMON_KEYS if n != 'type')})"
         )
 
 
