@@ -21,6 +21,7 @@ launched.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -81,13 +82,16 @@ def _job_overrides(base: DictConfig, task: list[str], loader: Any) -> list[list[
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from nsae.sweep import restrict_axes
+    from nsae.sweep import restrict_axes, restricted_notes
 
     params = OmegaConf.select(base, "hydra.sweeper.params") or {}
     args = [f"{k}={v}" for k, v in params.items()] + task
     parsed = OverridesParser.create(config_loader=loader).parse_overrides(args)
     jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
-    return restrict_axes(jobs, OmegaConf.select(base, "hydra.sweeper.only") or {})
+    only = OmegaConf.select(base, "hydra.sweeper.only") or {}
+    for note in restricted_notes(task, only):
+        print(note, file=sys.stderr, flush=True)
+    return restrict_axes(jobs, only)
 
 
 def compose_jobs(argv: list[str]) -> tuple[bool, list[JobCheck], str] | None:

@@ -41,6 +41,22 @@ def restrict_axes(jobs: list[list[str]], only: Mapping[str, Any]) -> list[list[s
     return out
 
 
+def restricted_notes(task: Sequence[str], only: Mapping[str, Any]) -> list[str]:
+    """A note for each command-line override of a key that `only` restricts: the value
+    reaches only the jobs that meet the condition (e.g. `trainer.max_steps=2000` on a
+    study preset reaches only its doubling-check jobs), which a user may not expect."""
+    notes = []
+    for override in task:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in only and "," not in override.split("=", 1)[-1]:  # one value, not an axis
+            when = " or ".join(" ".join(sorted(alt)) for alt in _condition(key, only[key]))
+            notes.append(
+                f"nsae: note: {override} reaches only the jobs with {when} (the preset's "
+                f"hydra.sweeper.only.{key}); the others keep the preset's value"
+            )
+    return notes
+
+
 def _condition(axis: str, cond: Any) -> list[set[str]]:
     """`only`'s condition as alternatives, each a set of overrides."""
     cond = [cond] if isinstance(cond, str) else list(cond)

@@ -98,8 +98,8 @@ def test_ctrl_c_in_a_parallel_sweep_saves_running_jobs_and_a_rerun_continues(
     sweep = tmp_path / "sweep"
     args = [
         "-m", "experiment=nsae_study", "debug=study", "normalization_method=none",
-        "coeff=alpha", "seed=0", "sae_type=none", "trainer.max_steps=600",
-        "trainer.val_check_interval=600", "logger=csv", f"hydra.sweep.dir={sweep}",
+        "coeff=alpha", "seed=0", "sae_type=none", "budget.steps=1500",
+        "logger=csv", f"hydra.sweep.dir={sweep}",
         f"data.cache_dir={tmp_path / 'cache'}",
     ]  # fmt: skip
     proc = subprocess.Popen(
@@ -125,18 +125,20 @@ def test_ctrl_c_in_a_parallel_sweep_saves_running_jobs_and_a_rerun_continues(
             break
         time.sleep(0.5)
     assert proc.poll() is None, "the sweep ended before it could be interrupted"
-    time.sleep(8.0)  # norm_stats.json is written at fit start: let the first steps run
-    finished = [p.parent for p in sweep.glob("*/metrics.json")]
-    before = _sha1s(finished)
+    time.sleep(4.0)  # norm_stats.json is written at fit start: let the first steps run
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=300)
+    # (listed once the sweep has exited: a job may end its last steps after the signal)
+    finished = [p.parent for p in sweep.glob("*/metrics.json")]
+    before = _sha1s(finished)
     assert proc.returncode == 130, err[-3000:]
     assert "re-run the same command to continue" in err
     assert re.search(r"nsae: sweep: \d+ finished, 0 skipped, 0 failed, \d+ unfinished", out)
     saved = [d for d in sweep.iterdir() if (d / "checkpoints" / "last.ckpt").is_file()]
     stopped = [d for d in saved if not (d / "metrics.json").exists()]
     assert stopped, "no running job saved its step"
-    assert len(list(sweep.glob("*/metrics.json"))) < 5  # the queued jobs did not run
+    # 6 jobs: 5 scales at 1500 steps, and scale 1 at 3000 (the preset's doubling check)
+    assert len(list(sweep.glob("*/metrics.json"))) < 6  # the queued jobs did not run
 
     again = subprocess.run(
         [sys.executable, "-m", "nsae.train", *args], cwd=ROOT, capture_output=True, text=True
@@ -144,8 +146,49 @@ def test_ctrl_c_in_a_parallel_sweep_saves_running_jobs_and_a_rerun_continues(
     assert again.returncode == 0, again.stderr[-3000:]
     # the jobs finished before the interrupt are skipped; the others (resumed or never
     # started) finish now
-    assert f"{5 - len(finished)} finished, {len(finished)} skipped, 0 failed" in again.stdout
+    assert f"{6 - len(finished)} finished, {len(finished)} skipped, 0 failed" in again.stdout
     assert _sha1s(finished) == before  # finished jobs were skipped, not rewritten
     for d in stopped:
         summary = json.loads((d / "metrics.json").read_text())
-        assert summary["steps"] == 600
+        assert summary["steps"] == int(d.name.rsplit("steps=", 1)[1])  # 1500 or 3000
+
+
+def test_ctrl_c_while_the_last_jobs_run_still_exits_as_interrupted(tmp_path: Path) -> None:
+    """A parallel sweep of two jobs, both running (none queued to notice the stop): Ctrl-C
+    saves both steps, exits 130 and says to re-run, not 0 as if the sweep had ended; the
+    re-run finishes both from their checkpoints."""
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m", "experiment=nsae_study", "debug=study", "normalization_method=none",
+        "coeff=alpha", "coeff.scale=0.5,2", "seed=0", "sae_type=none",
+        "budget.steps=2000", "logger=csv",
+        f"hydra.sweep.dir={sweep}", f"data.cache_dir={tmp_path / 'cache'}",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nsae.train", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        start_new_session=True,
+    )
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if len(list(sweep.glob("*/norm_stats.json"))) == 2:  # both jobs have started fitting
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "the sweep ended before it could be interrupted"
+    time.sleep(3.0)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    assert "re-run the same command to continue" in err
+    assert "nsae: sweep: 0 finished, 0 skipped, 0 failed, 2 unfinished" in out
+    again = subprocess.run(
+        [sys.executable, "-m", "nsae.train", *args], cwd=ROOT, capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 finished, 0 skipped, 0 failed" in again.stdout
+    for summary in sweep.glob("*/metrics.json"):
+        assert json.loads(summary.read_text())["steps"] == 2000

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from nsae.errors import NsaeError
 from nsae.report.runs import Run
 from nsae.report.tuning import caveats, choices, choose, is_tuning, untuned
-from nsae.sweep import restrict_axes
+from nsae.sweep import restrict_axes, restricted_notes
 from tests.conftest import ROOT
 
 RESULTS = ROOT / "docs/results"  # the published tuning reports
@@ -93,6 +93,20 @@ def mcc_run(lr: float, l0: float, mcc: float) -> Run:
     r.summary["metrics"]["mcc"] = {"layer_0": mcc, "mean": mcc}  # type: ignore[index]
     r.config["source.kind"] = "synthetic"
     return r
+
+
+def test_a_single_value_for_a_restricted_axis_is_noted_with_its_condition() -> None:
+    """trainer.max_steps=2000 on a study preset reaches its doubling-check jobs only: the
+    command says so; a comma list (an axis the user sweeps) and free keys get no note."""
+    only = {"trainer.max_steps": [["coeff.scale=1", "seed=0"], ["coeff.scale=1", "seed=1"]]}
+    notes = restricted_notes(["trainer.max_steps=2000", "seed=0", "optim.lr=1e-2"], only)
+    assert notes == [
+        "nsae: note: trainer.max_steps=2000 reaches only the jobs with coeff.scale=1 seed=0 "
+        "or coeff.scale=1 seed=1 (the preset's hydra.sweeper.only.trainer.max_steps); the "
+        "others keep the preset's value"
+    ]
+    assert restricted_notes(["trainer.max_steps=400,800"], only) == []
+    assert restricted_notes(["seed=0"], only) == []
 
 
 def test_on_a_synthetic_source_the_highest_mcc_at_matched_l0_wins() -> None:
