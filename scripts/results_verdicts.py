@@ -13,8 +13,9 @@ report.json) gets one row saying so.
 
 The second block, between `<!-- moved:begin -->` and `<!-- moved:end -->`, lists every
 (study, source, claim, scope) whose verdict differs from the previous publication's: the
-report.json files at git commit PREVIOUS, read with `git show`. Where that commit cannot be
-read (a clone without history), --check leaves this block alone and says so.
+report.json files at git commit PREVIOUS, read with `git show`; a study first published since
+then is left out of it. Where that commit cannot be read (a clone without history), --check
+leaves this block alone and says so.
 """
 
 from __future__ import annotations
@@ -58,15 +59,17 @@ def rows(study: str) -> list[str]:
     ]
 
 
+def _git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+
+
 def previous(study: str) -> dict | None:
-    """The study's report.json at PREVIOUS; None where git cannot read it."""
-    proc = subprocess.run(
-        ["git", "show", f"{PREVIOUS}:docs/results/{study}/report.json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(proc.stdout) if proc.returncode == 0 else None
+    """The study's report.json at PREVIOUS: {} where it was not published then; None where
+    git cannot read that commit (a clone without history)."""
+    if _git("cat-file", "-e", f"{PREVIOUS}^{{commit}}").returncode != 0:
+        return None
+    proc = _git("show", f"{PREVIOUS}:docs/results/{study}/report.json")
+    return json.loads(proc.stdout) if proc.returncode == 0 else {}
 
 
 def moved(before: dict[str, dict], now: dict[str, dict]) -> list[str]:
@@ -97,7 +100,9 @@ def moved_block() -> str | None:
         if record is None:
             return None
         before[s] = record
-    now = {s: json.loads((RESULTS / s / "report.json").read_text()) for s in STUDIES}
+    # a study first published since PREVIOUS has no verdict that moved: left out
+    before = {s: record for s, record in before.items() if record}
+    now = {s: json.loads((RESULTS / s / "report.json").read_text()) for s in before}
     lines = moved(before, now) or ["| — | — | no verdict moved | — | — | — |"]
     return "\n".join(
         [

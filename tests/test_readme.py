@@ -3,6 +3,7 @@ verbatim."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -119,3 +120,18 @@ def test_moved_lists_exactly_the_verdicts_that_changed() -> None:
         "| [study](study/report.md) | all | c | s | better | **—** |",
     ]
     assert moved(before, before) == []
+
+
+def test_a_study_first_published_since_the_previous_one_is_not_listed_as_moved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A study absent at PREVIOUS (git has the commit, not its report): its verdicts are
+    new, not moved; a study whose verdicts stand still: "no verdict moved"."""
+    script = import_script("results_verdicts")
+    now = json.loads((ROOT / "docs" / "results" / "study" / "report.json").read_text())
+    monkeypatch.setattr(script, "STUDIES", ("study", "baselines"))
+    monkeypatch.setattr(script, "previous", lambda s: now if s == "study" else {})
+    block = script.moved_block()
+    assert block is not None and "no verdict moved" in block and "baselines" not in block
+    monkeypatch.setattr(script, "previous", lambda s: None)  # a clone without history
+    assert script.moved_block() is None

@@ -147,3 +147,81 @@ def test_the_experiments_three_commands_compose_every_arm_into_one_sweep_dir() -
         ("batchtopk", None, "none"): {(1.0, k, seed) for k in KS for seed in seeds},
     }
     assert len({job.run_dir for job in jobs}) == 125 + 25 + 25  # no run dir shared
+
+
+def verdict_sweep(sweep: Path, seeds: tuple[int, ...]) -> None:
+    """The Normalized SAE beside three baseline arms whose reconstruction and shrinkage are
+    set by hand at every L0: decoder-norm L1 worse than it on both (it is better, less
+    shrunk), expected-norm rescaling equal (on par; same shrinkage), TopK far better (it is
+    worse, more shrunk)."""
+    arms = {  # arm -> (sae_type, overrides, reconstruction offset, feature suppression)
+        "nsae": ("normalized_sae", {}, 0.0, 0.95),
+        "decoder": ("none", {"sae.l1_weighting": "decoder_norm"}, -0.05, 0.80),
+        "expected": ("none", {"data.normalize_activations": "expected_norm"}, 0.0, 0.95),
+        "topk": ("topk", {**TOPK}, 0.2, 0.99),
+    }
+    for j, (name, (sae_type, over, offset, fs)) in enumerate(arms.items()):
+        for seed in seeds:  # a wobble of mean 0 over the seeds, paired differently per arm
+            wobble = 0.0005 * ((seed + j) % len(seeds) - (len(seeds) - 1) / 2)
+            for i, scale in enumerate(SCALES if sae_type != "topk" else KS):
+                l0 = 32.0 / scale if sae_type != "topk" else float(scale)
+                keys = {"sae.l1_weighting": "none", "data.normalize_activations": "none"}
+                keys |= over | ({"sae.k": scale} if sae_type == "topk" else {})
+                alpha = 0.0 if sae_type == "topk" else scale
+                cfg = config(sae_type, scale=1.0 if sae_type == "topk" else scale,
+                             alpha=alpha, seed=seed, **keys)  # fmt: skip
+                score = 0.5 + offset + 0.05 * math.log2(l0) + wobble
+                values = {
+                    "l0": l0,
+                    "reconstruction_score": score,
+                    "kl": 1.0 - score,
+                    "feature_suppression": fs + wobble,
+                    "relative_reconstruction_bias": fs + wobble,
+                }
+                write_run(sweep, f"{name}_{i}_seed{seed}", cfg, values)
+
+
+def baseline_verdicts(sweep: Path) -> dict[tuple[str, str], str]:
+    build(sweep, figures=False)
+    rec = json.loads((sweep / "report.json").read_text())
+    return {
+        (e["key"], e["scope"].split(" vs ")[1]): e["verdict"]
+        for e in rec["verdicts"]
+        if e["key"].startswith("baselines_")
+    }
+
+
+def test_the_normalized_sae_is_judged_against_each_baseline_arm(tmp_path: Path) -> None:
+    """Better than a worse arm, on par with an equal one, contradicted against a far
+    better one: each rule can pass and fail, one scope per arm. Seeds add a small wobble
+    of mean 0, paired differently per arm, so the CIs have width."""
+    verdict_sweep(tmp_path, seeds=(0, 1, 2))
+    got = baseline_verdicts(tmp_path)
+    decoder = "standard SAE + decoder-norm L1, plain loss, alpha"
+    expected = "standard SAE + expected-norm rescaling, plain loss, alpha"
+    topk = "TopK SAE, plain loss, alpha"
+    assert got == {
+        ("baselines_on_par", decoder): "better",
+        ("baselines_on_par", expected): "supported",
+        ("baselines_on_par", topk): "contradicted",
+        ("baselines_shrinkage", decoder): "supported",
+        ("baselines_shrinkage", expected): "inconclusive",
+        ("baselines_shrinkage", topk): "contradicted",
+    }
+    md = (tmp_path / "report.md").read_text()
+    assert "### Against today's baselines" in md
+
+
+def test_one_seed_leaves_every_baseline_verdict_inconclusive(tmp_path: Path) -> None:
+    verdict_sweep(tmp_path, seeds=(0,))
+    assert set(baseline_verdicts(tmp_path).values()) == {"inconclusive"}
+
+
+def test_a_sweep_without_baseline_arms_has_no_baselines_part(tmp_path: Path) -> None:
+    for seed in (0, 1):
+        for scale in SCALES:
+            for sae_type in ("none", "normalized_sae"):
+                write_run(tmp_path, f"{sae_type}_{scale}_{seed}", config(sae_type, scale=scale,
+                          seed=seed), {"l0": 32.0 / scale})  # fmt: skip
+    assert baseline_verdicts(tmp_path) == {}
+    assert "Against today's baselines" not in (tmp_path / "report.md").read_text()

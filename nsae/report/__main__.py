@@ -24,6 +24,7 @@ from nsae.report.groups import sections
 from nsae.report.runs import Run, load_sweep
 from nsae.report.sections import (
     Ctx,
+    baselines,
     claims,
     convergence,
     curves,
@@ -93,7 +94,11 @@ def build(sweep_dir: Path, figures: bool = True) -> tuple[Path, Path, list[str]]
         first = premise.build(sec, ctx)
         results_table = results.build(sec, ctx)
         matched_table = matched.build(sec, ctx)
-        claim_part = claims.build(sec, ctx) + ground_truth.build(sec, ctx)
+        claim_part = [
+            *claims.build(sec, ctx),
+            *baselines.build(sec, ctx),
+            *ground_truth.build(sec, ctx),
+        ]
         rest = doubling + curves.build(sec, ctx) + dictionary.build(sec, ctx)
         title = f"Section: {sec.title}"
         if pareto:

@@ -37,7 +37,7 @@ def shrink(v: float) -> float:
     return abs(1 - v)
 
 
-def _shrinkage_rows(section: Section, x: Any, y: Any) -> list[dict]:
+def shrinkage_rows(section: Section, x: Any, y: Any) -> list[dict]:
     rows = []
     for layer in section.layers():
         fs, rrb = (
@@ -68,7 +68,7 @@ def _shrinkage_rows(section: Section, x: Any, y: Any) -> list[dict]:
 
 def claim1(section: Section) -> list[Judgement]:
     return [
-        judgement(scope, [r for x, y in prs for r in _shrinkage_rows(section, x, y)], counted)
+        judgement(scope, [r for x, y in prs for r in shrinkage_rows(section, x, y)], counted)
         for scope, prs, counted in headline_pairs(section, sae_pairs(section))
     ]
 
@@ -76,7 +76,7 @@ def claim1(section: Section) -> list[Judgement]:
 # claim 5 ---------------------------------------------------------------------------------
 
 
-def _par_rows(section: Section, x: Any, y: Any) -> list[dict]:
+def par_rows(section: Section, x: Any, y: Any) -> list[dict]:
     rows = []
     for metric, higher in (("reconstruction_score", True), ("kl", False)):
         for layer in section.layers():
@@ -94,6 +94,6 @@ def _par_rows(section: Section, x: Any, y: Any) -> list[dict]:
 
 def claim5(section: Section) -> list[Judgement]:
     return [
-        judgement(scope, [r for x, y in prs for r in _par_rows(section, x, y)], counted)
+        judgement(scope, [r for x, y in prs for r in par_rows(section, x, y)], counted)
         for scope, prs, counted in headline_pairs(section, sae_pairs(section))
     ]
