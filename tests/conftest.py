@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,32 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subproce
         text=True,
         timeout=timeout,
     )
+
+
+def ctrl_c(args: list[str], ready: Callable[[], bool], settle: float) -> tuple[int, str, str]:
+    """Start `python -m nsae.train ARGS` in its own process group, wait until ready() (at
+    most 10 minutes; the command must still run then), let it run `settle` seconds more,
+    send SIGINT to the group as a terminal's Ctrl-C does; return (exit code, stdout, stderr)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nsae.train", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        start_new_session=True,
+    )
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.5)
+    assert proc.poll() is None, "the command ended before it could be interrupted"
+    time.sleep(settle)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, out, err
 
 
 def import_script(name: str):

@@ -266,12 +266,7 @@ def test_each_banked_job_equals_the_same_job_run_alone(cli, tmp_path: Path) -> N
 def test_ctrl_c_stops_every_banked_job_at_its_step_and_a_rerun_finishes_them(
     tmp_path: Path,
 ) -> None:
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
+    from tests.conftest import ctrl_c, run_cli
 
     sweep = tmp_path / "sweep"
     args = [
@@ -279,20 +274,8 @@ def test_ctrl_c_stops_every_banked_job_at_its_step_and_a_rerun_finishes_them(
         "trainer.val_check_interval=20", "metrics.splice=false", "logger=none",
         f"hydra.sweep.dir={sweep}", f"data.cache_dir={tmp_path / 'cache'}",
     ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nsae.train", *args],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        start_new_session=True,
-    )  # fmt: skip
-    deadline = time.time() + 300
-    while time.time() < deadline and len(list(sweep.glob("*/norm_stats.json"))) < 2:
-        time.sleep(0.5)
-    assert proc.poll() is None, "the sweep ended before it could be interrupted"
-    time.sleep(4.0)
-    os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err[-3000:]
+    code, out, err = ctrl_c(args, lambda: len(list(sweep.glob("*/norm_stats.json"))) >= 2, 4.0)
+    assert code == 130, err[-3000:]
     assert "re-run the same command to continue" in err
     assert "0 finished, 0 skipped, 0 failed, 2 unfinished" in out
     runs = [d for d in sweep.iterdir() if d.is_dir()]
@@ -301,10 +284,7 @@ def test_ctrl_c_stops_every_banked_job_at_its_step_and_a_rerun_finishes_them(
         assert (d / "checkpoints" / "last.ckpt").is_file() and not (d / "metrics.json").exists()
         step = torch.load(d / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
         assert 0 < step < 400
-    again = subprocess.run(
-        [sys.executable, "-m", "nsae.train", *args], cwd=ROOT, capture_output=True, text=True,
-        env=env,
-    )  # fmt: skip
+    again = run_cli(*args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "2 finished, 0 skipped, 0 failed" in again.stdout
     for d in runs:

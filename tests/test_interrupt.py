@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, ctrl_c, run_cli
 
 pytestmark = pytest.mark.slow
 ARGS = [
@@ -102,15 +102,6 @@ def test_ctrl_c_in_a_parallel_sweep_saves_running_jobs_and_a_rerun_continues(
         "logger=csv", f"hydra.sweep.dir={sweep}",
         f"data.cache_dir={tmp_path / 'cache'}",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nsae.train", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        start_new_session=True,
-    )
 
     def training_now() -> list[Path]:  # fit started (norm_stats.json), not yet finished
         return [
@@ -119,19 +110,14 @@ def test_ctrl_c_in_a_parallel_sweep_saves_running_jobs_and_a_rerun_continues(
             if not (p.parent / "metrics.json").exists()
         ]
 
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        if list(sweep.glob("*/metrics.json")) and training_now():
-            break
-        time.sleep(0.5)
-    assert proc.poll() is None, "the sweep ended before it could be interrupted"
-    time.sleep(4.0)  # norm_stats.json is written at fit start: let the first steps run
-    os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
+    # norm_stats.json is written at fit start: 4 s more lets the first steps run
+    code, out, err = ctrl_c(
+        args, lambda: bool(list(sweep.glob("*/metrics.json")) and training_now()), 4.0
+    )
     # (listed once the sweep has exited: a job may end its last steps after the signal)
     finished = [p.parent for p in sweep.glob("*/metrics.json")]
     before = _sha1s(finished)
-    assert proc.returncode == 130, err[-3000:]
+    assert code == 130, err[-3000:]
     assert "re-run the same command to continue" in err
     assert re.search(r"nsae: sweep: \d+ finished, 0 skipped, 0 failed, \d+ unfinished", out)
     saved = [d for d in sweep.iterdir() if (d / "checkpoints" / "last.ckpt").is_file()]
@@ -140,9 +126,7 @@ def test_ctrl_c_in_a_parallel_sweep_saves_running_jobs_and_a_rerun_continues(
     # 6 jobs: 5 scales at 1500 steps, and scale 1 at 3000 (the preset's doubling check)
     assert len(list(sweep.glob("*/metrics.json"))) < 6  # the queued jobs did not run
 
-    again = subprocess.run(
-        [sys.executable, "-m", "nsae.train", *args], cwd=ROOT, capture_output=True, text=True
-    )
+    again = run_cli(*args)
     assert again.returncode == 0, again.stderr[-3000:]
     # the jobs finished before the interrupt are skipped; the others (resumed or never
     # started) finish now
@@ -164,30 +148,12 @@ def test_ctrl_c_while_the_last_jobs_run_still_exits_as_interrupted(tmp_path: Pat
         "budget.steps=2000", "logger=csv",
         f"hydra.sweep.dir={sweep}", f"data.cache_dir={tmp_path / 'cache'}",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nsae.train", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        start_new_session=True,
-    )
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        if len(list(sweep.glob("*/norm_stats.json"))) == 2:  # both jobs have started fitting
-            break
-        time.sleep(0.5)
-    assert proc.poll() is None, "the sweep ended before it could be interrupted"
-    time.sleep(3.0)
-    os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err[-3000:]
+    # both jobs have started fitting, so none is queued to notice the stop
+    code, out, err = ctrl_c(args, lambda: len(list(sweep.glob("*/norm_stats.json"))) == 2, 3.0)
+    assert code == 130, err[-3000:]
     assert "re-run the same command to continue" in err
     assert "nsae: sweep: 0 finished, 0 skipped, 0 failed, 2 unfinished" in out
-    again = subprocess.run(
-        [sys.executable, "-m", "nsae.train", *args], cwd=ROOT, capture_output=True, text=True
-    )
+    again = run_cli(*args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "2 finished, 0 skipped, 0 failed" in again.stdout
     for summary in sweep.glob("*/metrics.json"):
