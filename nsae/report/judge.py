@@ -148,10 +148,16 @@ def caveats(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def judgement(scope: str, rows: list[dict[str, Any]], counted: bool = True) -> Judgement:
-    """The scope's verdict: verdicts.combine over its rows."""
+    """The scope's verdict: verdicts.combine over each metric's rows, then over the metrics
+    strictly (a claim on two metrics, e.g. the reconstruction score and KL, is contradicted
+    when either is, supported only when both are)."""
+    metrics = dict.fromkeys(r.get("metric") for r in rows)
+    per_metric = [
+        verdicts.combine(r["verdict"] for r in rows if r.get("metric") == m) for m in metrics
+    ]
     return Judgement(
         scope,
-        verdicts.combine(r["verdict"] for r in rows),
+        verdicts.combine(per_metric, strict=True),
         rows,
         counted,
         caveats(rows),
