@@ -31,7 +31,7 @@ RESULTS = ROOT / "docs" / "results"
 README = RESULTS / "README.md"
 BEGIN, END = "<!-- verdicts:begin -->", "<!-- verdicts:end -->"
 MOVED_BEGIN, MOVED_END = "<!-- moved:begin -->", "<!-- moved:end -->"
-STUDIES = ("study", "synthetic_study")
+STUDIES = ("study", "synthetic_study", "baselines")
 PREVIOUS = "966998a"  # the previous publication of the studies (3 seeds, untuned)
 
 

@@ -43,7 +43,9 @@ CAPTIONS = {
 MAJORITY = (
     "Verdict per scope: supported if a majority of its comparisons support it and none "
     "contradicts it (contradicted likewise), else inconclusive; better if every comparison "
-    "is better. A comparison without a CI (one seed) is inconclusive."
+    "is better; this per metric, and a scope on two metrics is contradicted when either is, "
+    "supported when both support it, better when both are. A comparison without a CI (one "
+    "seed) is inconclusive."
 )
 
 
