@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +216,13 @@ def test_the_normalized_sae_is_judged_against_each_baseline_arm(tmp_path: Path) 
     }
     md = (tmp_path / "report.md").read_text()
     assert "### Against today's baselines" in md
+    summary = md.split("## Summary", 1)[1].split("|", 1)[0]  # per arm, not its first scope
+    on_par = summary.split("reconstruction on par with today's SAEs: ", 1)[1].split("; less", 1)[0]
+    assert "**better** against standard SAE + decoder-norm L1" in on_par
+    assert "**supported** against standard SAE + expected-norm rescaling" in on_par
+    assert re.search(
+        r"\*\*contradicted\*\* against (TopK SAE, JumpReLU SAE|JumpReLU SAE, TopK SAE)", on_par
+    )
 
 
 def test_one_seed_leaves_every_baseline_verdict_inconclusive(tmp_path: Path) -> None:

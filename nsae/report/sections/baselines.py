@@ -57,6 +57,7 @@ CLAIMS = (
         "reconstruction on par with today's SAEs",
         short_rule=f"non-inferiority: the improvement's CI above −{verdicts.PAR_MARGIN:.0%} "
         "of y; better if wholly above 0.",
+        per_scope=True,
     ),
     Claim(
         "baselines_shrinkage",
@@ -68,6 +69,7 @@ CLAIMS = (
         [],
         "less shrinkage than today's SAEs",
         short_rule="x − y of |1 − FS| and of |1 − RRB| both with a CI below 0 (sign test).",
+        per_scope=True,
     ),
 )
 

@@ -24,6 +24,7 @@ class Claim:
     short: str = ""  # the claim in a few words, for the verdict table
     extra: Callable[[Section], list[Block]] | None = None  # blocks shown after its scopes
     short_rule: str = ""  # the rule in one line, for the verdict table
+    per_scope: bool = False  # the summary names every scope's verdict (one scope per arm)
 
 
 CAPTIONS = {
@@ -99,6 +100,7 @@ def entry(claim: Claim, ctx: Ctx, j: Judgement, number: str) -> dict:
         "caveats": j.caveats,
         "anchor": anchor(ctx, claim.key),
         "rule": claim.short_rule or claim.rule,
+        "per_scope": claim.per_scope,
     }
 
 

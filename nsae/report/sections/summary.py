@@ -82,6 +82,18 @@ def verdict_table(entries: list[dict[str, Any]], sections: bool) -> Table:
     return Table(head, rows, anchor="verdicts")
 
 
+def per_scope(counted: list[dict[str, Any]], first: dict[str, Any]) -> str:
+    """A claim judged per arm (scopes "x vs y"), as each verdict with the arms it holds for:
+    "**better** against A, B; **contradicted** against C"."""
+    where = first.get("where") or first.get("section") or ""
+    arms: dict[str, list[str]] = {}
+    for e in counted:
+        if e["key"] == first["key"] and (e.get("where") or e.get("section") or "") == where:
+            y = e["scope"].split(" vs ", 1)[-1]
+            arms.setdefault(e["verdict"], []).append(y.split(", ", 1)[0])
+    return "; ".join(f"**{v}** against {', '.join(ys)}" for v, ys in arms.items())
+
+
 def summary(entries: list[dict[str, Any]], n_runs: int, seeds: list[int]) -> Text:
     counted = [e for e in entries if e["counted"] and e["verdict"] != NOT_JUDGED]
     counts = {v: sum(e["verdict"] == v for e in counted) for v in RULES}
@@ -93,10 +105,15 @@ def summary(entries: list[dict[str, Any]], n_runs: int, seeds: list[int]) -> Tex
         f"{n_runs} trained runs, seeds {', '.join(map(str, seeds)) or 'n/a'}. "
         f"Of {len(counted)} claims and scopes: "
         + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
-        + ". Each claim's first scope (the write-up's own comparison where it applies): "
+        + ". Each claim's first scope (the write-up's own comparison where it applies; each arm "
+        "for a claim judged per arm): "
     ]
     for where, by_claim in head.items():
-        listed = "; ".join(f"{e['claim']}: **{e['verdict']}**" for e in by_claim.values())
+        listed = "; ".join(
+            f"{e['claim']}: "
+            + (per_scope(counted, e) if e.get("per_scope") else f"**{e['verdict']}**")
+            for e in by_claim.values()
+        )
         parts.append((f"{where}: " if where else "") + listed + ".")
     parts.append("Each verdict follows from the rule printed beside it (table below).")
     return Text(" ".join(parts))
