@@ -10,6 +10,8 @@ asks. Rendered only for a section holding such an arm beside the Normalized SAE.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from nsae.report import verdicts
 from nsae.report.document import Block, Heading, Text
 from nsae.report.groups import Condition, Section, label
@@ -30,18 +32,16 @@ def baseline_pairs(section: Section) -> list[tuple[Condition, Condition]]:
     return pairs(section, lambda c: c[0] == "normalized_sae", is_baseline, lambda c: c[1:3])
 
 
-def on_par(section: Section) -> list[Judgement]:
-    return [
-        judgement(f"{label(x)} vs {label(y)}", par_rows(section, x, y))
-        for x, y in baseline_pairs(section)
-    ]
+def per_arm(rows: Callable[[Section, Condition, Condition], list[dict]]) -> Callable:
+    """A claim's judge: one judgement per baseline arm, over rows(section, x, y)."""
 
+    def judge(section: Section) -> list[Judgement]:
+        return [
+            judgement(f"{label(x)} vs {label(y)}", rows(section, x, y))
+            for x, y in baseline_pairs(section)
+        ]
 
-def shrinkage(section: Section) -> list[Judgement]:
-    return [
-        judgement(f"{label(x)} vs {label(y)}", shrinkage_rows(section, x, y))
-        for x, y in baseline_pairs(section)
-    ]
+    return judge
 
 
 CLAIMS = (
@@ -52,7 +52,7 @@ CLAIMS = (
         "Claim 5's rule: the improvement of x over y (x − y for the reconstruction score, "
         f"y − x for KL) has a CI above −{verdicts.PAR_MARGIN:.0%} of y; better if that CI "
         "lies wholly above 0; worse arms are contradicted. " + MATCHED,
-        on_par,
+        per_arm(par_rows),
         [],
         "reconstruction on par with today's SAEs",
         short_rule=f"non-inferiority: the improvement's CI above −{verdicts.PAR_MARGIN:.0%} "
@@ -65,7 +65,7 @@ CLAIMS = (
         "less shrunk than each SAE's in use today.",
         "Claim 1's rule: x − y of |1 − FS| and of |1 − RRB| both have a CI below 0 (sign "
         "test); where the two measures disagree the comparison is inconclusive. " + MATCHED,
-        shrinkage,
+        per_arm(shrinkage_rows),
         [],
         "less shrinkage than today's SAEs",
         short_rule="x − y of |1 − FS| and of |1 − RRB| both with a CI below 0 (sign test).",

@@ -67,7 +67,7 @@ def verdict_table(entries: list[dict[str, Any]], sections: bool) -> Table:
         if not e["counted"] or e["verdict"] == NOT_JUDGED:
             continue
         caveat = f" Caveat: {'; '.join(e['caveats'])}." if e["caveats"] else ""
-        where = [e.get("where") or e.get("section") or "all"] if sections else []
+        where = [where_of(e) or "all"] if sections else []
         rows.append(
             [
                 f"[{e['claim']}](#{e['anchor']})",
@@ -82,13 +82,17 @@ def verdict_table(entries: list[dict[str, Any]], sections: bool) -> Table:
     return Table(head, rows, anchor="verdicts")
 
 
+def where_of(e: dict[str, Any]) -> str:
+    """The source or section a verdict entry belongs to ("" in a one-section report)."""
+    return e.get("where") or e.get("section") or ""
+
+
 def per_scope(counted: list[dict[str, Any]], first: dict[str, Any]) -> str:
     """A claim judged per arm (scopes "x vs y"), as each verdict with the arms it holds for:
     "**better** against A, B; **contradicted** against C"."""
-    where = first.get("where") or first.get("section") or ""
     arms: dict[str, list[str]] = {}
     for e in counted:
-        if e["key"] == first["key"] and (e.get("where") or e.get("section") or "") == where:
+        if e["key"] == first["key"] and where_of(e) == where_of(first):
             y = e["scope"].split(" vs ", 1)[-1]
             arms.setdefault(e["verdict"], []).append(y.split(", ", 1)[0])
     return "; ".join(f"**{v}** against {', '.join(ys)}" for v, ys in arms.items())
@@ -99,8 +103,7 @@ def summary(entries: list[dict[str, Any]], n_runs: int, seeds: list[int]) -> Tex
     counts = {v: sum(e["verdict"] == v for e in counted) for v in RULES}
     head: dict[str, dict[str, dict[str, Any]]] = {}
     for e in counted:  # each claim's first scope: the write-up's comparison where it has one
-        where = e.get("where") or e.get("section") or ""
-        head.setdefault(where, {}).setdefault(e["key"], e)
+        head.setdefault(where_of(e), {}).setdefault(e["key"], e)
     parts = [
         f"{n_runs} trained runs, seeds {', '.join(map(str, seeds)) or 'n/a'}. "
         f"Of {len(counted)} claims and scopes: "
