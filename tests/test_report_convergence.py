@@ -13,7 +13,7 @@ from nsae.report.__main__ import build
 from nsae.report.judge import Judgement
 from nsae.report.sections import Ctx
 from nsae.report.sections.claim_blocks import unconverged
-from tests.test_report_fixture import config, write_run
+from tests.test_report_fixture import config, write_run, write_skipped
 
 SCALES = (0.5, 1.0, 2.0)
 
@@ -84,3 +84,28 @@ def test_a_condition_without_a_doubled_run_is_not_checked(tmp_path: Path) -> Non
         "| standard SAE, loss / \\|\\|x\\|\\|, alpha | n/a |  | n/a | n/a | n/a | **not checked** |"
         in md
     )
+
+
+def test_a_k0_beta_condition_takes_its_alpha_cells_answer(tmp_path: Path) -> None:
+    """beta with k = 0 is never trained (skipped.json names its alpha job): its doubling row
+    says so and carries its alpha condition's convergence, here not converged (KL -5%)."""
+    for scale in SCALES:
+        for seed in (0, 1):
+            base = {"l0": 20.0 / scale + seed, "kl": 0.1 * scale, "explained_variance": 0.8}
+            alpha = f"in_{scale}_{seed}"
+            write_run(tmp_path, alpha, config("none", "input_norm", scale=scale, seed=seed), base)
+            beta = config("none", "input_norm", coeff="beta", k=0.0, scale=scale, seed=seed)
+            write_skipped(tmp_path, f"in_beta_{scale}_{seed}", beta, alpha)
+            if scale == 1.0:
+                twice = {**base, "kl": base["kl"] * 0.95}
+                cfg = config("none", "input_norm", scale=scale, seed=seed,
+                             **{"trainer.max_steps": 200})  # fmt: skip
+                write_run(tmp_path, f"{alpha}_x2", cfg, twice)
+                beta_x2 = {**beta, "trainer": {**beta["trainer"], "max_steps": 200}}
+                write_skipped(tmp_path, f"in_beta_{scale}_{seed}_x2", beta_x2, f"{alpha}_x2")
+    build(tmp_path, figures=False)
+    md = (tmp_path / "report.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| standard SAE, loss / ")]
+    alpha_row, beta_row = (r for r in rows if "-5.0%" in r or "alpha cell" in r)
+    assert "alpha |" in alpha_row and alpha_row.endswith("| **no** |")
+    assert "beta (k=0)" in beta_row and beta_row.endswith("| **no**: its alpha cell's (k = 0) |")

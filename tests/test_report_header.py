@@ -60,6 +60,8 @@ def test_the_header_states_the_running_time_and_the_pause(tmp_path: Path) -> Non
     assert row[1].startswith("1 h 30 min running (first job's start to last job's end, 2 h 30 min")
     assert "less 1 h 00 min in which no job ran" in row[1]
     assert record["wall_time"]["running_seconds"] == 5400.0
+    top, _, _ = build(runs, tmp_path, [])  # the first line states seeds and the wall time
+    assert "; seeds 0; 1 h 30 min of wall time (Setup, below)." in top[1].text
 
 
 def test_no_finished_job_means_no_wall_time(tmp_path: Path) -> None:

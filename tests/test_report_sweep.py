@@ -80,6 +80,21 @@ def test_a_learning_rate_per_condition_is_one_section_two_in_one_condition_are_t
     assert [s["runs"] for s in rec["sections"]] == [["n2", "std"], ["n", "std"]]
 
 
+def test_l1_l0_scope_names_each_conditions_own_tuned_noise(tmp_path: Path) -> None:
+    """The tuned noise differs between the Normalized SAE's losses (one section): the L1/L0
+    claim of each condition names the noise it was trained at, not every noise in the sweep."""
+    for norm, noise in (("none", 0.1), ("input_norm", 0.3)):
+        cfg = config("normalized_sae", norm, **{"sae.noise_std": noise})
+        write_run(tmp_path, f"n_{norm}", cfg, {"l1_l0_ratio": 0.95})
+    rec = report(tmp_path)
+    assert len(rec["sections"]) == 1
+    scopes = sorted(e["scope"] for e in rec["verdicts"] if "noise_std" in e["scope"])
+    assert scopes == [
+        "Normalized SAE, loss / ||x||, alpha, measured at noise_std 0.3",
+        "Normalized SAE, plain loss, alpha, measured at noise_std 0.1",
+    ]
+
+
 def test_seeds_mean_and_ci_by_hand(tmp_path: Path) -> None:
     for seed, ev in ((0, 0.5), (1, 0.7)):
         write_run(tmp_path, f"a{seed}", config(seed=seed), {"explained_variance": ev})

@@ -128,12 +128,14 @@ def claim3(section: Section) -> list[Judgement]:
 # claim 4 ---------------------------------------------------------------------------------
 
 
-def noise_levels(section: Section) -> str:
+def noise_levels(runs: list[Run]) -> str:
+    """The Normalized SAE noise levels the runs were trained at (a condition's own: the
+    tuned noise can differ between conditions)."""
     vals = sorted(
         {
             str(r.config.get("sae.noise_std"))
-            for r in section.runs
-            if r.sae_type == "normalized_sae" and r.config.get("sae.noise_std") is not None
+            for r in runs
+            if r.config.get("sae.noise_std") is not None
         }
     )
     return ", ".join(vals) or "n/a"
@@ -164,7 +166,8 @@ def claim4(section: Section) -> list[Judgement]:
                 }
             )
         if rows:
-            scope = f"{label(cond)}, measured at noise_std {noise_levels(section)}"
+            runs = [r for c in section.cells[cond] for r in c.done]
+            scope = f"{label(cond)}, measured at noise_std {noise_levels(runs)}"
             out.append(judgement(scope, rows, cond[:3] == WRITEUP[:3]))
     return out
 

@@ -65,6 +65,15 @@ def build(section: Section, doubled: list[Run], ctx: Ctx) -> list[Block]:
             continue
         name = label(cond)
         found = pairs.get(cond, [])
+        alpha_twin = _alpha_twin(section, cond)
+        if not found and alpha_twin is not None:
+            # beta with k = 0: its jobs are its alpha cell's (skipped.json), and so is its answer
+            why = ctx.unconverged.get(label(alpha_twin))
+            if why is not None:
+                ctx.unconverged[name] = why
+            answer = f"{'**no**' if why else 'yes'}: its alpha cell's (k = 0)"
+            rows.append([name, "", "", *["="] * len(present), answer])
+            continue
         if not found:
             ctx.unconverged[name] = "no doubled run"
             rows.append([name, "n/a", "", *["n/a"] * len(present), "**not checked**"])
@@ -118,6 +127,17 @@ def build(section: Section, doubled: list[Run], ctx: Ctx) -> list[Block]:
         ),
         Table(["condition", "alpha", "seeds", *present.values(), "converged"], rows),
     ]
+
+
+def _alpha_twin(section: Section, cond: Any) -> Any | None:
+    """The condition whose jobs a k = 0 beta condition's skipped jobs are (None unless every
+    finished job of `cond` is skipped as equal to one)."""
+    done = [r for c in section.cells[cond] for r in c.done]
+    if not done or any(r.status != "skipped" for r in done):
+        return None
+    by_rel = {r.rel: r for r in section.runs}
+    twin = by_rel.get(done[0].same_as or "")
+    return None if twin is None else condition(twin)
 
 
 def _mean_of(vals: list[float | None]) -> float | None:

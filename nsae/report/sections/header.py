@@ -83,8 +83,11 @@ def build(
     rows.append(["seeds", ", ".join(map(str, seeds)) or "n/a"])
     wall = wall_times(runs)
     record["wall_time"] = wall
+    lead = "wall time unknown"
     if wall:
         paused = wall["sweep_seconds"] - wall["running_seconds"]
+        shown = wall["running_seconds"] if paused >= 60 else wall["sweep_seconds"]
+        lead = f"{_duration(shown)} of wall time"
         when = (
             f"{_duration(wall['running_seconds'])} running (first job's start to last job's "
             f"end, {_duration(wall['sweep_seconds'])}, less {_duration(paused)} in which no "
@@ -111,7 +114,8 @@ def build(
         Text(
             f"SAEs trained on {source}; {len(runs)} run directories ("
             + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-            + "). Conditions are compared at matched L0, not at equal alpha; numbers are "
+            + f"); seeds {', '.join(map(str, seeds)) or 'n/a'}; {lead} (Setup, below). "
+            "Conditions are compared at matched L0, not at equal alpha; numbers are "
             "mean ± 95% Student-t CI over seeds (n)."
         ),
     ]
