@@ -159,6 +159,10 @@ class Section:
     def layers(self) -> list[int]:
         return sorted({layer for r in self.runs for layer in r.layers()})
 
+    def done(self, cond: Condition) -> list[Run]:
+        """The condition's runs with numbers (finished, or skipped as equal to one)."""
+        return [r for c in self.cells.get(cond, []) for r in c.done]
+
     def representative(self, cond: Condition) -> Cell | None:
         """The condition's cell at its default alpha (scale 1), else (and for a sweep over
         sae.k) its middle one."""

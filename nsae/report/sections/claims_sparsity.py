@@ -166,8 +166,7 @@ def claim4(section: Section) -> list[Judgement]:
                 }
             )
         if rows:
-            runs = [r for c in section.cells[cond] for r in c.done]
-            scope = f"{label(cond)}, measured at noise_std {noise_levels(runs)}"
+            scope = f"{label(cond)}, measured at noise_std {noise_levels(section.done(cond))}"
             out.append(judgement(scope, rows, cond[:3] == WRITEUP[:3]))
     return out
 

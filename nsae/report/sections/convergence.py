@@ -65,8 +65,8 @@ def build(section: Section, doubled: list[Run], ctx: Ctx) -> list[Block]:
             continue
         name = label(cond)
         found = pairs.get(cond, [])
-        alpha_twin = _alpha_twin(section, cond)
-        if not found and alpha_twin is not None:
+        alpha_twin = None if found else _alpha_twin(section, cond)
+        if alpha_twin is not None:
             # beta with k = 0: its jobs are its alpha cell's (skipped.json), and so is its answer
             why = ctx.unconverged.get(label(alpha_twin))
             if why is not None:
@@ -132,7 +132,7 @@ def build(section: Section, doubled: list[Run], ctx: Ctx) -> list[Block]:
 def _alpha_twin(section: Section, cond: Any) -> Any | None:
     """The condition whose jobs a k = 0 beta condition's skipped jobs are (None unless every
     finished job of `cond` is skipped as equal to one)."""
-    done = [r for c in section.cells[cond] for r in c.done]
+    done = section.done(cond)
     if not done or any(r.status != "skipped" for r in done):
         return None
     by_rel = {r.rel: r for r in section.runs}

@@ -86,15 +86,14 @@ def build(
     lead = "wall time unknown"
     if wall:
         paused = wall["sweep_seconds"] - wall["running_seconds"]
-        shown = wall["running_seconds"] if paused >= 60 else wall["sweep_seconds"]
-        lead = f"{_duration(shown)} of wall time"
+        shown = _duration(wall["running_seconds"] if paused >= 60 else wall["sweep_seconds"])
+        lead = f"{shown} of wall time"
         when = (
-            f"{_duration(wall['running_seconds'])} running (first job's start to last job's "
+            f"{shown} running (first job's start to last job's "
             f"end, {_duration(wall['sweep_seconds'])}, less {_duration(paused)} in which no "
             "job ran)"
             if paused >= 60
-            else f"{_duration(wall['sweep_seconds'])} for the sweep (first job's start to "
-            "last job's end)"
+            else f"{shown} for the sweep (first job's start to last job's end)"
         )
         rows.append(
             [
