@@ -5,8 +5,9 @@ typed by hand).
     python scripts/results_verdicts.py --check   # fail if a block differs
 
 Every judged claim and scope that the reports count (report.json's `verdicts`) becomes one
-row: study, source (or "across sources"), claim, scope, verdict, key number; claims that a
-study cannot judge (their conditions are absent) are left out, as in the reports' tables.
+row: study, source (or "across sources: <premise> vs <flat>"), claim, scope, verdict, key
+number; claims that a study cannot judge (their conditions are absent) are left out, as in
+the reports' tables.
 The block stands between the markers `<!-- verdicts:begin -->` and `<!-- verdicts:end -->`.
 A published report rendered before the verdict table existed (no `verdicts` in its
 report.json) gets one row saying so.
@@ -33,6 +34,8 @@ BEGIN, END = "<!-- verdicts:begin -->", "<!-- verdicts:end -->"
 MOVED_BEGIN, MOVED_END = "<!-- moved:begin -->", "<!-- moved:end -->"
 STUDIES = ("study", "synthetic_study", "baselines")
 PREVIOUS = "966998a"  # the previous publication of the studies (3 seeds, untuned)
+# at PREVIOUS the one premise pair (synthetic against synthetic_flat) was "across sources"
+RENAMED = {"across sources": "across sources: synthetic vs synthetic_flat"}
 
 
 def _row(cells: list[str]) -> str:
@@ -78,7 +81,7 @@ def moved(before: dict[str, dict], now: dict[str, dict]) -> list[str]:
 
     def index(records: dict[str, dict]) -> dict[tuple[str, ...], str]:
         return {
-            (study, _where(e), e["claim"], e["scope"]): e["verdict"]
+            (study, RENAMED.get(_where(e), _where(e)), e["claim"], e["scope"]): e["verdict"]
             for study, record in records.items()
             for e in judged(record)
         }

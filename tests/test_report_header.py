@@ -1,4 +1,4 @@
-"""The report header's wall times come from the run directories' file times."""
+"""The report's header: wall times from the run directories' file times, and the summary."""
 
 from __future__ import annotations
 
@@ -66,3 +66,27 @@ def test_the_header_states_the_running_time_and_the_pause(tmp_path: Path) -> Non
 
 def test_no_finished_job_means_no_wall_time(tmp_path: Path) -> None:
     assert wall_times([_job(tmp_path, "a", 1000.0, None, status="unfinished")]) is None
+
+
+def test_a_many_section_summary_says_each_claim_once_with_its_sections_by_verdict() -> None:
+    """With several sources, one sentence per claim groups the sources by verdict (the
+    verdict table below has every row); a one-section report lists each claim's verdict."""
+    from nsae.report.sections.summary import summary
+
+    def e(claim: str, verdict: str, where: str, scope: str = "x vs y") -> dict:
+        return {"claim": claim, "key": claim, "verdict": verdict, "where": where,
+                "scope": scope, "counted": True}  # fmt: skip
+
+    entries = [
+        e("less shrinkage", "supported", "flat"),
+        e("less shrinkage", "contradicted", "flat", "pooled"),  # not the claim's first scope
+        e("less shrinkage", "inconclusive", "mixture"),
+        e("less shrinkage", "supported", "massive"),
+        e("removes the bias", "contradicted", "across sources: mixture vs flat"),
+    ]
+    text = summary(entries, 10, [0, 1]).text
+    assert "less shrinkage: **supported** on flat, massive; **inconclusive** on mixture." in text
+    assert "removes the bias: **contradicted** on mixture vs flat." in text
+    assert "5 claims and scopes: 2 supported, 2 contradicted, 1 inconclusive" in text
+    one = summary([{**x, "where": ""} for x in entries[:1]], 10, [0, 1]).text
+    assert "less shrinkage: **supported**." in one and " on " not in one

@@ -138,7 +138,7 @@ def test_premise_effect_is_a_difference_in_differences(
     mcc = [0.7, 0.71, 0.72]
     runs = built_runs([2.0, 2.1, 2.2], nsae_premise, mcc, "synthetic")
     runs += built_runs([0.0, 0.1, 0.2], [0.5, 0.6, 0.7], mcc, "synthetic_flat")
-    on, off = pe.twins(sections(runs))  # type: ignore[misc]
+    ((on, off),) = pe.twins(sections(runs))
     assert [s.runs[0].config["source.name"] for s in (on, off)] == ["synthetic", "synthetic_flat"]
     gt.add_slopes(on.runs)
     gt.add_slopes(off.runs)
@@ -149,8 +149,64 @@ def test_premise_effect_is_a_difference_in_differences(
         assert r["y"].mean == pytest.approx(2.0) and r["x"].mean == pytest.approx(effect)
         assert r["diff"].mean == pytest.approx(abs(effect) - 2.0)  # |E_x| - |E_y|
     assert (j_removed.verdict, j_reduced.verdict) == (removed, reduced)
-    blocks = pe.build(sections(runs), Ctx(tmp_path, tmp_path, figures=False))
+    blocks = pe.build(on, off, Ctx(tmp_path, tmp_path, figures=False))
     assert any(f"premise_removed: {removed.upper()}" in getattr(b, "text", "") for b in blocks)
+
+
+def test_every_premise_source_is_judged_against_the_flat_one(tmp_path: Path) -> None:
+    """Three premise sources and one flat source: three pairs, each with its own verdict.
+    The standard SAE's slope is 2.1 on every premise source and 0.1 on the flat one (effect
+    2.0); the Normalized SAE's is 0.6 on the flat source, 0.6 on `synthetic` (no effect),
+    2.6 on `synthetic_lognormal` (as large as the standard SAE's) and 2.6 on
+    `synthetic_massive`, where it falls to 0.6 once the outlier tokens are left out."""
+    from nsae.metrics.ground_truth import NO_OUTLIERS
+    from nsae.report.sections import premise_effect as pe
+
+    mcc, std = [0.7, 0.71, 0.72], [2.0, 2.1, 2.2]
+    runs = built_runs([0.0, 0.1, 0.2], [0.5, 0.6, 0.7], mcc, "synthetic_flat")
+    runs += built_runs(std, [0.5, 0.6, 0.7], mcc, "synthetic")
+    runs += built_runs(std, [2.5, 2.6, 2.7], mcc, "synthetic_lognormal")
+    massive = built_runs(std, [2.5, 2.6, 2.7], mcc, "synthetic_massive")
+    for r, clean in zip(massive, built_runs(std, [0.5, 0.6, 0.7], mcc, "synthetic"), strict=True):
+        r.summary[gt.GT_KEY + NO_OUTLIERS] = clean.summary[gt.GT_KEY]
+    runs += massive
+    pairs = pe.twins(sections(runs))
+    assert [(pe.name(on), pe.name(off)) for on, off in pairs] == [
+        (src, "synthetic_flat") for src in ("synthetic", "synthetic_lognormal", "synthetic_massive")
+    ]
+    verdicts = {}
+    for on, off in pairs:
+        gt.add_slopes(on.runs)
+        gt.add_slopes(off.runs)
+        for j in pe.judgements(on, off, "removed"):
+            verdicts[(pe.name(on), j.scope)] = j.verdict
+    pair = "Normalized SAE, plain loss, alpha vs standard SAE, plain loss, alpha"
+    assert verdicts == {
+        ("synthetic", pair): v.SUPPORTED,
+        ("synthetic_lognormal", pair): v.CONTRADICTED,
+        ("synthetic_massive", pair): v.CONTRADICTED,
+        ("synthetic_massive", pair + gt.EXCLUDED): v.SUPPORTED,
+    }
+    assert pe.where(*pairs[2]) == "across sources: synthetic_massive vs synthetic_flat"
+    ctxs = [Ctx(tmp_path, tmp_path, f"x{j}_", figures=False) for j in range(3)]
+    # doubling's findings per section title reach the pair's verdicts, naming the source
+    why = {on.title: {"standard SAE, plain loss, alpha": "L0 moved -20%"} for on, _ in pairs}
+    why[pairs[0][1].title] = {"standard SAE, plain loss, alpha": "L0 moved -5%"}
+    for (on, off), c in zip(pairs, ctxs, strict=True):
+        c.unconverged = pe.unconverged(on, off, why)
+    blocks = [pe.build(*pair, c, first=c is ctxs[0]) for pair, c in zip(pairs, ctxs, strict=True)]
+    texts = [[getattr(b, "text", "") for b in bs] for bs in blocks]
+    caveat = (
+        "standard SAE, plain loss, alpha not converged (on synthetic_lognormal: L0 moved -20%; "
+        "on synthetic_flat: L0 moved -5%)"
+    )
+    assert all(caveat in e["caveats"] for e in ctxs[1].verdicts if e["verdict"] != "not judged")
+    assert ["the premise's effect" in t[0] for t in texts] == [True, False, False]
+    assert [c.record["premise_effect"]["premise_removed"]["verdict"] for c in ctxs] == [
+        v.SUPPORTED,
+        v.CONTRADICTED,
+        v.CONTRADICTED,
+    ]
 
 
 def test_no_section_without_ground_truth(tmp_path: Path) -> None:

@@ -70,6 +70,7 @@ def build(sweep_dir: Path, figures: bool = True) -> tuple[Path, Path, list[str]]
     body: list[Block] = []
     appendix: list[Block] = []
     entries: list[dict] = []
+    unconverged: dict[str, dict[str, str]] = {}  # section title: its ctx.unconverged
     if many:
         body.append(
             Text(
@@ -109,11 +110,15 @@ def build(sweep_dir: Path, figures: bool = True) -> tuple[Path, Path, list[str]]
             short = sec.setting.get("source.name", sec.title) if many else ""
             entries.append({**e, "section": sec.title if many else "", "where": str(short)})
         record["sections"].append(ctx.record)
-    across = Ctx(sweep_dir, out, "x_", {}, figures)
-    body += premise_effect.build(secs, across)
-    entries += [{**e, "where": "across sources"} for e in across.verdicts]
-    if across.record:
-        record["across_sources"] = across.record
+        unconverged[sec.title] = ctx.unconverged
+    pairs = premise_effect.twins(secs)
+    for j, (on, off) in enumerate(pairs):
+        across = Ctx(sweep_dir, out, "x_" if len(pairs) == 1 else f"x{j}_", {}, figures)
+        across.unconverged = premise_effect.unconverged(on, off, unconverged)
+        body += premise_effect.build(on, off, across, first=j == 0)
+        entries += [{**e, "where": premise_effect.where(on, off)} for e in across.verdicts]
+        names = {"premise": premise_effect.name(on), "flat": premise_effect.name(off)}
+        record.setdefault("across_sources", []).append(names | across.record)
     seeds = record.get("seeds", [])
     n_done = sum(r.status == "done" for r in studied)
     blocks: list[Block] = [

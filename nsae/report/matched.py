@@ -90,13 +90,15 @@ def span(xs: list[float]) -> tuple[float, float] | None:
 
 
 def shared_targets(
-    conditions: list[list[Cell]], metric: str, layer: int | str, n: int = N_TARGETS
+    conditions: list[list[Cell]], metric: str | list[str], layer: int | str, n: int = N_TARGETS
 ) -> list[float]:
     """n log-spaced L0 targets inside the range every seed's curve of every condition
-    covers; [] if some seed has no curve or the ranges do not overlap."""
+    covers (of `metric`, or of each condition's own metric); [] if some seed has no curve
+    or the ranges do not overlap."""
+    metrics = [metric] * len(conditions) if isinstance(metric, str) else metric
     ranges = [
-        span(seed_curve(cells, metric, layer, s)[0])
-        for cells in conditions
+        span(seed_curve(cells, m, layer, s)[0])
+        for cells, m in zip(conditions, metrics, strict=True)
         for s in seed_ids(cells) or [None]
     ]
     return log_targets(shared_range(ranges), n)

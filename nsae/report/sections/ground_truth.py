@@ -16,7 +16,7 @@ Claims within a source (judge.py's matched-L0 comparisons; verdicts.py's rules):
 - `recovery`: MCC and F1 of the Normalized SAE against the standard SAE, non-inferiority
   (`verdicts.non_inferior`, the rule of the `on_par` claim).
 Whether the Normalized SAE *removes* the premise's effect is judged across sources, as a
-difference in differences (`premise.py`).
+difference in differences (`premise_effect.py`, every premise source against the flat one).
 """
 
 from __future__ import annotations

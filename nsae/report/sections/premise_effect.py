@@ -10,7 +10,12 @@ independent seeds, so E_C has a Welch CI (stats.contrast_ci).
 - `premise_removed`: the premise raises the plain-loss standard SAE's slope (E_S CI above 0)
   and condition C removes it: E_C inside +-20% of E_S (equivalence: `verdicts.removed`).
 - `premise_reduced`: |E_C| - |E_S| has a CI below 0 (`verdicts.sign`), each effect's sign
-  taken from its mean (an effect pushed the other way is not a smaller one)."""
+  taken from its mean (an effect pushed the other way is not a smaller one).
+
+Every premise source (heavy-tailed norms, lognormal only, massive directions) is judged
+against the one flat source, each pair on its own; on a source with outlier tokens, also
+with them excluded (the premise source's `*_no_outliers` slope against the flat source's
+slope, which has no outliers to exclude)."""
 
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from nsae.report.judge import BASELINE, Judgement, alive, find, fmt, judgement
 from nsae.report.matched import at, shared_targets
 from nsae.report.sections import Ctx
 from nsae.report.sections.claim_blocks import Claim, claim_blocks
-from nsae.report.sections.ground_truth import SLOPE, add_slopes, has_ground_truth
+from nsae.report.sections.ground_truth import SLOPE, add_slopes, has_ground_truth, token_sets
 from nsae.report.stats import contrast_ci
 
 
@@ -32,19 +37,45 @@ def flat(section: Section) -> bool:
     return kinds == {"none"}
 
 
-def twins(sections: list[Section]) -> tuple[Section, Section] | None:
-    """(premise, flat) when the sweep holds exactly one ground-truth section of each."""
+def twins(sections: list[Section]) -> list[tuple[Section, Section]]:
+    """(premise, flat) for every premise ground-truth section, when the sweep holds exactly
+    one flat ground-truth section (its twin); [] otherwise."""
     gt = [s for s in sections if has_ground_truth(s)]
     on, off = [s for s in gt if not flat(s)], [s for s in gt if flat(s)]
-    return (on[0], off[0]) if len(on) == 1 and len(off) == 1 else None
+    return [(s, off[0]) for s in on] if len(off) == 1 else []
 
 
-def rows(on: Section, off: Section, c: Condition, s: Condition) -> list[dict[str, Any]]:
+def name(section: Section) -> str:
+    return str(section.setting.get("source.name", section.title))
+
+
+def where(on: Section, off: Section) -> str:
+    """The verdict table's source column for a pair."""
+    return f"across sources: {name(on)} vs {name(off)}"
+
+
+def unconverged(on: Section, off: Section, why: dict[str, dict[str, str]]) -> dict[str, str]:
+    """Per condition label, why doubling found it not converged on either source of the
+    pair (`why`: each section title's ctx.unconverged), naming the source: the caveats of
+    the pair's verdicts."""
+    out: dict[str, list[str]] = {}
+    for sec in (on, off):
+        for cond, reason in why.get(sec.title, {}).items():
+            out.setdefault(cond, []).append(f"on {name(sec)}: {reason}")
+    return {cond: "; ".join(reasons) for cond, reasons in out.items()}
+
+
+def rows(
+    on: Section, off: Section, c: Condition, s: Condition, suffix: str = ""
+) -> list[dict[str, Any]]:
+    """Per layer and L0 target; `suffix` NO_OUTLIERS: the premise source's slope without its
+    outlier tokens (the flat source has none to leave out)."""
     out = []
+    metrics = [SLOPE + suffix, SLOPE] * 2
     for layer in sorted(set(on.layers()) & set(off.layers())):
         curves = [on.cells[c], off.cells[c], on.cells[s], off.cells[s]]
-        for t in shared_targets(curves, SLOPE, layer):
-            v = [at(cells, SLOPE, layer, t).seeds for cells in curves]
+        for t in shared_targets(curves, metrics, layer):
+            v = [at(cells, m, layer, t).seeds for cells, m in zip(curves, metrics, strict=True)]
             e_c, e_s = contrast_ci(v[:2], [1, -1]), contrast_ci(v[2:], [1, -1])
             # |E_c| - |E_s|, each effect's sign taken from its mean: a premise that pushes
             # the slope the other way is not "less" of an effect
@@ -84,9 +115,11 @@ def judgements(on: Section, off: Section, which: str) -> list[Judgement]:
     conds.sort(key=lambda c: (c[0] != "normalized_sae", c[1] != "none"))
     out = []
     for c in conds:  # the plain-loss Normalized SAE counts; the others are shown apart
-        rs = [{**r, "verdict": r[which], "key": r[f"key_{which}"]} for r in rows(on, off, c, s)]
         counted = c[0] == "normalized_sae" and c[1] == "none"
-        out.append(judgement(f"{label(c)} vs {label(s)}", rs, counted))
+        for suffix, words in token_sets(on):
+            rs = rows(on, off, c, s, suffix)
+            rs = [{**r, "verdict": r[which], "key": r[f"key_{which}"]} for r in rs]
+            out.append(judgement(f"{label(c)} vs {label(s)}{words}", rs, counted))
     return out
 
 
@@ -130,21 +163,20 @@ def claims(on: Section, off: Section) -> tuple[Claim, ...]:
     )
 
 
-def build(sections: list[Section], ctx: Ctx) -> list[Block]:
-    """The across-sources part: [] unless the sweep has a premise and a flat twin."""
-    pair = twins(sections)
-    if pair is None:
-        return []
-    on, off = pair
+def build(on: Section, off: Section, ctx: Ctx, first: bool = True) -> list[Block]:
+    """The across-sources part for one (premise, flat) pair of `twins`; `first` adds the
+    part's heading."""
     add_slopes(on.runs)
     add_slopes(off.runs)
+    head = Heading("Ground truth across sources: the premise's effect", 2, "premise-effect")
     intro = Text(
-        f"The premise source ({on.title}) and its flat twin ({off.title}) differ only in the "
-        "tokens' norms, so the premise's effect on a condition is the change in its "
-        "excess-L0 slope from the flat source to the premise source, at the same L0."
+        "Each premise source and the flat source differ only in the tokens' norms (and, for "
+        "massive directions, the outlier tokens' features), so the premise's effect on a "
+        "condition is the change in its excess-L0 slope from the flat source to the premise "
+        "source, at the same L0."
     )
     return [
-        Heading("Ground truth across sources: the premise's effect", 2, "premise-effect"),
-        intro,
+        *([head, intro] if first else []),
+        Heading(f"{name(on)} against {name(off)}", 3, f"{ctx.prefix}premise-effect"),
         *claim_blocks(claims(on, off), on, ctx, "premise_effect"),
     ]

@@ -111,13 +111,19 @@ def summary(entries: list[dict[str, Any]], n_runs: int, seeds: list[int]) -> Tex
         + ". Each claim's first scope (the write-up's own comparison where it applies; each arm "
         "for a claim judged per arm): "
     ]
-    for where, by_claim in head.items():
-        listed = "; ".join(
-            f"{e['claim']}: "
-            + (per_scope(counted, e) if e.get("per_scope") else f"**{e['verdict']}**")
-            for e in by_claim.values()
-        )
-        parts.append((f"{where}: " if where else "") + listed + ".")
+    said = lambda e: per_scope(counted, e) if e.get("per_scope") else f"**{e['verdict']}**"  # noqa: E731
+    if list(head) == [""]:  # one section: each claim's verdict
+        parts.append("; ".join(f"{e['claim']}: {said(e)}" for e in head[""].values()) + ".")
+    else:  # per claim, the sections grouped by verdict: one sentence per claim
+        by_claim: dict[str, dict[str, list[str]]] = {}
+        for where, firsts in head.items():
+            for e in firsts.values():
+                on = by_claim.setdefault(e["claim"], {}).setdefault(said(e), [])
+                on.append(where.removeprefix("across sources: "))
+        parts += [
+            f"{claim}: " + "; ".join(f"{v} on {', '.join(ws)}" for v, ws in verdicts.items()) + "."
+            for claim, verdicts in by_claim.items()
+        ]
     parts.append("Each verdict follows from the rule printed beside it (table below).")
     return Text(" ".join(parts))
 
