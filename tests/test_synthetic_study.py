@@ -266,3 +266,48 @@ def test_the_synthetic_study_report_renders_the_ground_truth_claims(study: Path)
     by_dir = {p.parent.name: json.loads(p.read_text()) for p in study.glob("*/metrics.json")}
     for c in comparisons:  # every comparison traced to the two conditions' 15 + 15 runs
         assert len(c["sources"]) == 30 and set(c["sources"]) <= set(by_dir)
+
+
+def test_a_premise_that_lowers_the_standard_slope_reduces_no_bias() -> None:
+    """The premise lowers the standard SAE's slope (-2.1 against 0.1 flat: E_y = -2.2) and
+    leaves the Normalized SAE's alone (E_x = 0): |E_x| < |E_y|, but there is no bias to
+    reduce, so both claims are contradicted, not supported."""
+    from nsae.report.sections import premise_effect as pe
+
+    mcc = [0.7, 0.71, 0.72]
+    runs = built_runs([-2.2, -2.1, -2.0], [0.5, 0.6, 0.7], mcc, "synthetic")
+    runs += built_runs([0.0, 0.1, 0.2], [0.5, 0.6, 0.7], mcc, "synthetic_flat")
+    ((on, off),) = pe.twins(sections(runs))
+    gt.add_slopes(on.runs)
+    gt.add_slopes(off.runs)
+    (reduced,) = pe.judgements(on, off, "reduced")
+    assert all(r["diff"].mean == pytest.approx(-2.2) for r in reduced.rows)
+    assert reduced.verdict == v.CONTRADICTED
+    assert pe.judgements(on, off, "removed")[0].verdict == v.CONTRADICTED
+
+
+def test_without_one_flat_source_the_report_says_why_no_premise_effect() -> None:
+    from nsae.report.sections import premise_effect as pe
+
+    mcc = [0.7, 0.71, 0.72]
+    premise = built_runs([2.0, 2.1, 2.2], [0.5, 0.6, 0.7], mcc, "synthetic")
+    flats = [built_runs([0.0] * 3, [0.5] * 3, mcc, f"{i}_flat") for i in ("a", "b")]
+    for runs, why in ((premise, "no flat source"), (premise + flats[0] + flats[1], "2 flat")):
+        secs = sections(runs)
+        assert pe.twins(secs) == []
+        assert why in " ".join(getattr(b, "text", "") for b in pe.unpaired(secs))
+    assert pe.unpaired(sections(premise + flats[0])) == []  # paired: judged, no note
+
+
+def test_the_published_study_judges_every_premise_source_against_the_flat_one() -> None:
+    """docs/results/synthetic_study/report.json, as the report wrote it: one across-sources
+    record per premise source, and their verdicts in the table under that pair's name."""
+    root = Path(__file__).resolve().parents[1]
+    record = json.loads((root / "docs/results/synthetic_study/report.json").read_text())
+    premises = ["synthetic", "synthetic_lognormal", "synthetic_massive"]
+    pairs = record["across_sources"]
+    assert sorted(p["premise"] for p in pairs) == premises
+    assert {p["flat"] for p in pairs} == {"synthetic_flat"}
+    assert all({"premise_removed", "premise_reduced"} <= set(p["premise_effect"]) for p in pairs)
+    across = {e["where"] for e in record["verdicts"] if e["where"].startswith("across")}
+    assert across == {f"across sources: {p} vs synthetic_flat" for p in premises}

@@ -82,6 +82,18 @@ def test_an_absence_claim_does_not_get_easier_with_fewer_seeds() -> None:
     assert v.removed(Stat(0.05, 0.5, 3), Stat(0.3, 0.05, 3)) == v.INCONCLUSIVE
 
 
+def test_reduced_needs_the_baseline_effect_it_reduces() -> None:
+    """|E_x| - |E_y| below 0 supports "reduced" only where the baseline's effect E_y is shown
+    above 0: an effect the premise pushes the other way is no bias to reduce."""
+    smaller, larger = Stat(-1.0, 0.3, 5), Stat(1.0, 0.3, 5)
+    assert v.reduced(Stat(2.0, 0.5, 5), smaller) == v.SUPPORTED
+    assert v.reduced(Stat(2.0, 0.5, 5), larger) == v.CONTRADICTED
+    assert v.reduced(Stat(2.0, 0.5, 5), Stat(0.0, 0.3, 5)) == v.INCONCLUSIVE  # equal
+    assert v.reduced(Stat(-2.0, 0.5, 5), smaller) == v.CONTRADICTED  # no bias: none reduced
+    assert v.reduced(Stat(0.1, 0.5, 5), smaller) == v.INCONCLUSIVE  # bias not shown
+    assert v.reduced(Stat(2.0, None, 1), smaller) == v.INCONCLUSIVE  # one seed: no CI
+
+
 def test_equivalence_bands() -> None:
     assert v.equivalent(Stat(0.05, 0.1, 5), 0.2) == v.SUPPORTED
     assert v.equivalent(Stat(0.15, 0.1, 5), 0.2) == v.INCONCLUSIVE

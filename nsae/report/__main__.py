@@ -113,12 +113,13 @@ def build(sweep_dir: Path, figures: bool = True) -> tuple[Path, Path, list[str]]
         unconverged[sec.title] = ctx.unconverged
     pairs = premise_effect.twins(secs)
     for j, (on, off) in enumerate(pairs):
-        across = Ctx(sweep_dir, out, "x_" if len(pairs) == 1 else f"x{j}_", {}, figures)
+        across = Ctx(sweep_dir, out, premise_effect.prefix(on), {}, figures)
         across.unconverged = premise_effect.unconverged(on, off, unconverged)
         body += premise_effect.build(on, off, across, first=j == 0)
         entries += [{**e, "where": premise_effect.where(on, off)} for e in across.verdicts]
         names = {"premise": premise_effect.name(on), "flat": premise_effect.name(off)}
         record.setdefault("across_sources", []).append(names | across.record)
+    body += premise_effect.unpaired(secs)
     seeds = record.get("seeds", [])
     n_done = sum(r.status == "done" for r in studied)
     blocks: list[Block] = [

@@ -106,6 +106,14 @@ def removed(baseline: Stat | None, effect: Stat | None, margin: float = ABSENCE_
     return equivalent(effect, margin * abs(baseline.mean))
 
 
+def reduced(baseline: Stat | None, did: Stat | None) -> str:
+    """An effect that the baseline shows and a method makes smaller: the baseline's effect
+    must be above 0 (`sign`; otherwise that verdict: an effect pushed the other way is no
+    bias to reduce), then |effect| - |baseline| = did must be below 0 (`sign`)."""
+    shown = sign(baseline, +1)
+    return shown if shown != SUPPORTED else sign(did, -1)
+
+
 def agree(a: str, b: str) -> str:
     """One comparison judged by two measures: their verdict where they agree, else
     inconclusive."""

@@ -9,8 +9,9 @@ independent seeds, so E_C has a Welch CI (stats.contrast_ci).
 
 - `premise_removed`: the premise raises the plain-loss standard SAE's slope (E_S CI above 0)
   and condition C removes it: E_C inside +-20% of E_S (equivalence: `verdicts.removed`).
-- `premise_reduced`: |E_C| - |E_S| has a CI below 0 (`verdicts.sign`), each effect's sign
-  taken from its mean (an effect pushed the other way is not a smaller one).
+- `premise_reduced`: the premise raises the standard SAE's slope (E_S CI above 0) and
+  |E_C| - |E_S| has a CI below 0 (`verdicts.reduced`), each effect's sign taken from its
+  mean (an effect pushed the other way is not a smaller one).
 
 Every premise source (heavy-tailed norms, lognormal only, massive directions) is judged
 against the one flat source, each pair on its own; on a source with outlier tokens, also
@@ -33,8 +34,10 @@ from nsae.report.stats import contrast_ci
 
 
 def flat(section: Section) -> bool:
+    """Every token at scale 1 and no massive directions: the premise off."""
     kinds = {r.config.get("source.token_norm.kind") for r in section.runs}
-    return kinds == {"none"}
+    massive = {r.config.get("source.massive.n_directions") for r in section.runs}
+    return kinds == {"none"} and massive <= {None, 0}
 
 
 def twins(sections: list[Section]) -> list[tuple[Section, Section]]:
@@ -43,6 +46,30 @@ def twins(sections: list[Section]) -> list[tuple[Section, Section]]:
     gt = [s for s in sections if has_ground_truth(s)]
     on, off = [s for s in gt if not flat(s)], [s for s in gt if flat(s)]
     return [(s, off[0]) for s in on] if len(off) == 1 else []
+
+
+def unpaired(sections: list[Section]) -> list[Block]:
+    """A note where the sweep has premise sources but no one flat source to pair them with
+    (the across-sources claims are then not judged, and the report says why)."""
+    gt = [s for s in sections if has_ground_truth(s)]
+    n_flat = sum(flat(s) for s in gt)
+    if n_flat == 1 or n_flat == len(gt):
+        return []
+    why = "no flat source" if n_flat == 0 else f"{n_flat} flat sources (which one is the twin?)"
+    return [
+        Heading("Ground truth across sources: the premise's effect", 2, "premise-effect"),
+        Text(
+            f"Not judged: the sweep has {why}. The premise's effect on a condition is its "
+            "excess-L0 slope on a premise source minus its slope on the one flat source "
+            "(`token_norm.kind: none`, no massive directions), at the same L0."
+        ),
+    ]
+
+
+def prefix(on: Section) -> str:
+    """The pair's anchor and file prefix, from the premise source's name (stable when
+    sources are added)."""
+    return f"x_{name(on)}_"
 
 
 def name(section: Section) -> str:
@@ -96,7 +123,7 @@ def rows(
                     "alive_x": ax,
                     "alive_y": ay,
                     "removed": verdicts.removed(e_s, e_c),
-                    "reduced": verdicts.sign(did, -1),
+                    "reduced": verdicts.reduced(e_s, did),
                     "key_removed": f"E_x {fmt(e_c)}, E_y {fmt(e_s)} {where}",
                     "key_reduced": f"|E_x| − |E_y| = {fmt(did)} {where}",
                     "sources": sorted(
@@ -135,9 +162,9 @@ def claims(on: Section, off: Section) -> tuple[Claim, ...]:
     return (
         Claim(
             "premise_removed",
-            "The Normalized SAE removes the norm bias: the premise (heavy-tailed token norms) "
-            "makes the standard SAE add spurious latents to high-norm tokens, and does not "
-            "make the Normalized SAE do so.",
+            "The Normalized SAE removes the norm bias: the premise (heavy-tailed token norms, "
+            "or massive directions) makes the standard SAE add spurious latents to high-norm "
+            "tokens, and does not make the Normalized SAE do so.",
             f"Supported if y's CI lies above 0 and x's CI inside ± "
             f"{verdicts.ABSENCE_MARGIN:.0%} of y's mean (equivalence test); contradicted if "
             f"either fails outright. {did}",
@@ -150,15 +177,17 @@ def claims(on: Section, off: Section) -> tuple[Claim, ...]:
         ),
         Claim(
             "premise_reduced",
-            "The weaker claim: the premise's effect on the Normalized SAE is smaller than on "
-            "the standard SAE.",
-            "Supported if |E_x| − |E_y| (each effect's sign taken from its mean, so an effect "
-            f"in the other direction is not smaller) has a CI below 0 (sign test). {did}",
+            "The weaker claim: the premise makes the standard SAE add spurious latents to "
+            "high-norm tokens, and its effect on the Normalized SAE is smaller.",
+            "Supported if y's CI lies above 0 and |E_x| − |E_y| (each effect's sign taken from "
+            "its mean, so an effect in the other direction is not smaller) has a CI below 0 "
+            "(sign test); contradicted if either fails outright (a premise that lowers the "
+            f"standard SAE's slope leaves no bias to reduce). {did}",
             lambda _: judgements(on, off, "reduced"),
             [],
             "reduces the premise's norm bias",
-            short_rule="|E_x| − |E_y| (difference in differences of magnitudes) with a CI "
-            "below 0 (sign test).",
+            short_rule="the standard SAE's premise effect E CI above 0, and |E_x| − |E_y| "
+            "(difference in differences of magnitudes) with a CI below 0 (sign test).",
         ),
     )
 
@@ -171,9 +200,10 @@ def build(on: Section, off: Section, ctx: Ctx, first: bool = True) -> list[Block
     head = Heading("Ground truth across sources: the premise's effect", 2, "premise-effect")
     intro = Text(
         "Each premise source and the flat source differ only in the tokens' norms (and, for "
-        "massive directions, the outlier tokens' features), so the premise's effect on a "
-        "condition is the change in its excess-L0 slope from the flat source to the premise "
-        "source, at the same L0."
+        "massive directions, the outlier tokens' features; the flat source also keeps the "
+        "norm from growing across layers), so the premise's effect on a condition is the "
+        "change in its excess-L0 slope from the flat source to the premise source, at the "
+        "same L0 and layer."
     )
     return [
         *([head, intro] if first else []),
