@@ -206,8 +206,10 @@ def test_export_round_trip_gives_identical_reconstructions(finished_run) -> None
         x_hat_BLD, f_BLM = bank(x_BLD)
         for layer in range(N_LAYERS):
             x_hat, f = nsae.load(run_dir / f"layer_{layer}")(x_BLD[:, layer : layer + 1])
-            torch.testing.assert_close(x_hat[:, 0], x_hat_BLD[:, layer], rtol=0, atol=1e-5)
-            torch.testing.assert_close(f[:, 0], f_BLM[:, layer], rtol=0, atol=1e-6)
+            # float32 rounding only: the bank's batched matmul over every layer and one
+            # layer's matmul may run different kernels (values up to ~100 here)
+            torch.testing.assert_close(x_hat[:, 0], x_hat_BLD[:, layer], rtol=1e-5, atol=1e-4)
+            torch.testing.assert_close(f[:, 0], f_BLM[:, layer], rtol=1e-5, atol=1e-5)
 
 
 def test_saelens_loads_the_export_with_the_same_reconstruction(finished_run) -> None:
