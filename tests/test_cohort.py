@@ -199,10 +199,11 @@ def numbers(obj: object, prefix: str = "") -> dict[str, object]:
 
 
 def assert_same_run(alone: Path, banked: Path, same_overrides: bool = True) -> int:
-    """Every value of metrics.json within 1e-3 relative (timings aside); the same files.
+    """Every value of metrics.json within 1e-3 relative + 5e-4 (timings aside); the same files.
     A bank multiplies every job's SAE in one batched matmul, whose kernel rounds float32 in
     another order than one SAE's; training amplifies it (seen on an AVX-512 CPU, kernels
-    pinned to AVX2: L0 379.96 banked against 380.01 alone, 1.1e-4)."""
+    pinned to AVX2: L0 379.96 banked against 380.01 alone; a norm-L0 correlation near 0,
+    -0.0444 against -0.0442)."""
     a = numbers(json.loads((alone / "metrics.json").read_text()))
     b = numbers(json.loads((banked / "metrics.json").read_text()))
     assert a.keys() == b.keys()
@@ -211,8 +212,12 @@ def assert_same_run(alone: Path, banked: Path, same_overrides: bool = True) -> i
         y = b[key]
         if key.endswith(("eval_seconds", "built_by_this_job", "git_commit")):
             continue
-        if isinstance(x, float) and isinstance(y, float):
-            assert abs(x - y) <= 1e-3 * max(abs(x), abs(y)), (key, x, y)
+        loose = key.startswith(".by_") or "histogram" in key  # counts over bins
+        if (isinstance(x, float) and isinstance(y, float)) or (loose and x != y):
+            # per-bin breakdowns (one position, one decile) count latents over few tokens,
+            # where one latent crossing its threshold moves the count by 1 per token
+            rel, floor = (2e-2, 2.0) if loose else (1e-3, 5e-4)
+            assert abs(x - y) <= rel * max(abs(x), abs(y)) + floor, (key, x, y)
             compared += 1
         else:
             assert x == y, (key, x, y)
