@@ -40,30 +40,39 @@ def flat(section: Section) -> bool:
     return kinds == {"none"} and massive <= {None, 0}
 
 
+def split(sections: list[Section]) -> tuple[list[Section], list[Section]]:
+    """The ground-truth sections: (premise ones, flat ones)."""
+    gt = [s for s in sections if has_ground_truth(s)]
+    return [s for s in gt if not flat(s)], [s for s in gt if flat(s)]
+
+
 def twins(sections: list[Section]) -> list[tuple[Section, Section]]:
     """(premise, flat) for every premise ground-truth section, when the sweep holds exactly
     one flat ground-truth section (its twin); [] otherwise."""
-    gt = [s for s in sections if has_ground_truth(s)]
-    on, off = [s for s in gt if not flat(s)], [s for s in gt if flat(s)]
+    on, off = split(sections)
     return [(s, off[0]) for s in on] if len(off) == 1 else []
 
 
 def unpaired(sections: list[Section]) -> list[Block]:
     """A note where the sweep has premise sources but no one flat source to pair them with
     (the across-sources claims are then not judged, and the report says why)."""
-    gt = [s for s in sections if has_ground_truth(s)]
-    n_flat = sum(flat(s) for s in gt)
-    if n_flat == 1 or n_flat == len(gt):
+    on, off = split(sections)
+    n_flat = len(off)
+    if n_flat == 1 or not on:
         return []
     why = "no flat source" if n_flat == 0 else f"{n_flat} flat sources (which one is the twin?)"
     return [
-        Heading("Ground truth across sources: the premise's effect", 2, "premise-effect"),
+        heading(),
         Text(
             f"Not judged: the sweep has {why}. The premise's effect on a condition is its "
             "excess-L0 slope on a premise source minus its slope on the one flat source "
             "(`token_norm.kind: none`, no massive directions), at the same L0."
         ),
     ]
+
+
+def heading() -> Heading:
+    return Heading("Ground truth across sources: the premise's effect", 2, "premise-effect")
 
 
 def prefix(on: Section) -> str:
@@ -197,7 +206,7 @@ def build(on: Section, off: Section, ctx: Ctx, first: bool = True) -> list[Block
     part's heading."""
     add_slopes(on.runs)
     add_slopes(off.runs)
-    head = Heading("Ground truth across sources: the premise's effect", 2, "premise-effect")
+    head = heading()
     intro = Text(
         "Each premise source and the flat source differ only in the tokens' norms (and, for "
         "massive directions, the outlier tokens' features; the flat source also keeps the "
